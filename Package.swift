@@ -1,0 +1,49 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "colo-proxy",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "colo-proxy", targets: ["colo-proxy"]),
+        .library(name: "ColoPacket", targets: ["ColoPacket"]),
+        .library(name: "ColoPacketBuilder", targets: ["ColoPacketBuilder"]),
+        .library(name: "ColoCapture", targets: ["ColoCapture"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        // C libraries from Debian, wrapped for Swift.
+        .systemLibrary(
+            name: "CNetfilterQueue",
+            pkgConfig: "libnetfilter_queue",
+            providers: [.apt(["libnetfilter-queue-dev", "libnfnetlink-dev"])]
+        ),
+
+        // Zero-copy views over packet bytes: L2/L3/L4 headers, options, checksums.
+        .target(name: "ColoPacket"),
+        // Builds packets with chosen fields, for tests, benchmarks and tools (allocates; not for hot paths).
+        .target(name: "ColoPacketBuilder", dependencies: ["ColoPacket"]),
+        // pcap / pcapng reading and pcap writing.
+        .target(name: "ColoCapture", dependencies: ["ColoPacket"]),
+        // Linux netfilter queue binding (verdicts for the primary's output).
+        .target(name: "ColoNetfilter", dependencies: ["CNetfilterQueue"]),
+        // The subcommands, as a library so tests can drive them.
+        .target(
+            name: "ColoCLI",
+            dependencies: [
+                "ColoPacket", "ColoCapture",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(name: "colo-proxy", dependencies: ["ColoCLI"]),
+
+        .testTarget(name: "ColoPacketTests", dependencies: ["ColoPacket", "ColoPacketBuilder", "ColoCapture"]),
+        .testTarget(name: "ColoCaptureTests", dependencies: ["ColoCapture", "ColoPacket", "ColoPacketBuilder"]),
+        .testTarget(name: "ColoNetfilterTests", dependencies: ["ColoNetfilter"]),
+    ],
+    swiftLanguageModes: [.v6]
+)
