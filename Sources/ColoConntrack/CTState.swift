@@ -1,0 +1,103 @@
+/// The connection-tracking state of one packet, with Open vSwitch's bit values (WIRE.md §3).
+public struct CTState: OptionSet, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt8
+    @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    public static let new = CTState(rawValue: 0x01)
+    public static let established = CTState(rawValue: 0x02)
+    public static let related = CTState(rawValue: 0x04)
+    public static let reply = CTState(rawValue: 0x08)
+    public static let invalid = CTState(rawValue: 0x10)
+    public static let tracked = CTState(rawValue: 0x20)
+    public static let sourceNAT = CTState(rawValue: 0x40)
+    public static let destinationNAT = CTState(rawValue: 0x80)
+
+    /// Flag names in bit order, as OVS prints them.
+    public static let names: [(CTState, String)] = [
+        (.new, "new"), (.established, "est"), (.related, "rel"), (.reply, "rpl"), (.invalid, "inv"),
+        (.tracked, "trk"), (.sourceNAT, "snat"), (.destinationNAT, "dnat"),
+    ]
+
+    /// The flag names set, in bit order (`["est", "rpl", "trk"]`).
+    public var flagNames: [String] { Self.names.filter { contains($0.0) }.map(\.1) }
+
+    /// `+est+rpl+trk`; an untracked packet prints `-trk`.
+    public var description: String {
+        rawValue == 0 ? "-trk" : flagNames.map { "+" + $0 }.joined()
+    }
+}
+
+/// Which way a packet travels relative to the connection's first packet.
+public enum FlowDirection: UInt8, Sendable {
+    case original = 0
+    case reply = 1
+
+    @inlinable public var opposite: FlowDirection { self == .original ? .reply : .original }
+}
+
+/// Why the tracker called a packet invalid; a counter label and a debug-log detail.
+public enum InvalidReason: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    case malformed, badFlags, badChecksum, portZero, outOfWindow, invalidRST, noConnection, cannotStart
+    case badTransition, unrelatedICMPError, fragmentOverlap, fragmentTooSmall, fragmentOversize, fragmentLimit
+
+    public var description: String {
+        switch self {
+        case .malformed: "malformed"
+        case .badFlags: "bad-tcp-flags"
+        case .badChecksum: "bad-checksum"
+        case .portZero: "port-zero"
+        case .outOfWindow: "out-of-window"
+        case .invalidRST: "invalid-rst"
+        case .noConnection: "no-connection"
+        case .cannotStart: "cannot-start-connection"
+        case .badTransition: "bad-tcp-transition"
+        case .unrelatedICMPError: "unrelated-icmp-error"
+        case .fragmentOverlap: "fragment-overlap"
+        case .fragmentTooSmall: "fragment-too-small"
+        case .fragmentOversize: "fragment-oversize"
+        case .fragmentLimit: "fragment-limit"
+        }
+    }
+}
+
+/// Names an entry of the table; stale handles (the entry was freed and reused) are detected by the generation.
+public struct ConnectionHandle: Hashable, Sendable {
+    public let index: UInt32
+    public let generation: UInt32
+
+    @inlinable public init(index: UInt32, generation: UInt32) {
+        self.index = index
+        self.generation = generation
+    }
+
+    public static let none = ConnectionHandle(index: .max, generation: 0)
+    @inlinable public var isNone: Bool { index == .max }
+}
+
+/// What tracking says about one packet; later stages read it instead of looking the connection up again.
+public struct TrackResult: Sendable, Equatable {
+    public var state: CTState
+    public var zone: UInt16
+    public var handle: ConnectionHandle
+    public var direction: FlowDirection
+    /// Set when `state` contains `.invalid`.
+    public var invalidReason: InvalidReason?
+
+    @inlinable public init(
+        state: CTState, zone: UInt16, handle: ConnectionHandle = .none, direction: FlowDirection = .original,
+        invalidReason: InvalidReason? = nil
+    ) {
+        self.state = state
+        self.zone = zone
+        self.handle = handle
+        self.direction = direction
+        self.invalidReason = invalidReason
+    }
+
+    /// A packet the tracker does not handle (not IP).
+    public static func untracked(zone: UInt16) -> TrackResult { TrackResult(state: [], zone: zone) }
+
+    @inlinable public static func invalid(_ reason: InvalidReason, zone: UInt16) -> TrackResult {
+        TrackResult(state: [.invalid, .tracked], zone: zone, invalidReason: reason)
+    }
+}
