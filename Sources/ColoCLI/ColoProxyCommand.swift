@@ -1,12 +1,12 @@
 import ArgumentParser
 
 /// The `colo-proxy` command: a userspace COLO proxy for Linux.
-public struct ColoProxyCommand: AsyncParsableCommand {
+public struct ColoProxyCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "colo-proxy",
         abstract: "A userspace COLO proxy: mirrors, rewrites and compares the traffic of a primary/secondary VM pair.",
         version: "0.1.0",
-        subcommands: []
+        subcommands: [ConntrackCommand.self]
     )
 
     public init() {}

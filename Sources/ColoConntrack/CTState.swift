@@ -39,6 +39,7 @@ public enum FlowDirection: UInt8, Sendable {
 public enum InvalidReason: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case malformed, badFlags, badChecksum, portZero, outOfWindow, invalidRST, noConnection, cannotStart
     case badTransition, unrelatedICMPError, fragmentOverlap, fragmentTooSmall, fragmentOversize, fragmentLimit
+    case fragmentExpired, fragmentMalformed
 
     public var description: String {
         switch self {
@@ -56,6 +57,8 @@ public enum InvalidReason: UInt8, Sendable, CaseIterable, CustomStringConvertibl
         case .fragmentTooSmall: "fragment-too-small"
         case .fragmentOversize: "fragment-oversize"
         case .fragmentLimit: "fragment-limit"
+        case .fragmentExpired: "fragment-expired"
+        case .fragmentMalformed: "fragment-malformed"
         }
     }
 }
