@@ -9,6 +9,8 @@ let package = Package(
         .library(name: "ColoPacket", targets: ["ColoPacket"]),
         .library(name: "ColoPacketBuilder", targets: ["ColoPacketBuilder"]),
         .library(name: "ColoCapture", targets: ["ColoCapture"]),
+        .library(name: "ColoFragments", targets: ["ColoFragments"]),
+        .library(name: "ColoConntrack", targets: ["ColoConntrack"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -28,13 +30,17 @@ let package = Package(
         .target(name: "ColoPacketBuilder", dependencies: ["ColoPacket"]),
         // pcap / pcapng reading and pcap writing.
         .target(name: "ColoCapture", dependencies: ["ColoPacket"]),
+        // IPv4/IPv6 fragment reassembly with bounded memory (the tracker and the comparer see whole datagrams).
+        .target(name: "ColoFragments", dependencies: ["ColoPacket"]),
+        // Connection tracking with OVS-style ct_state: table, per-protocol trackers, listing and events.
+        .target(name: "ColoConntrack", dependencies: ["ColoPacket", "ColoFragments"]),
         // Linux netfilter queue binding (verdicts for the primary's output).
         .target(name: "ColoNetfilter", dependencies: ["CNetfilterQueue"]),
         // The subcommands, as a library so tests can drive them.
         .target(
             name: "ColoCLI",
             dependencies: [
-                "ColoPacket", "ColoCapture",
+                "ColoPacket", "ColoCapture", "ColoFragments", "ColoConntrack",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -43,6 +49,16 @@ let package = Package(
 
         .testTarget(name: "ColoPacketTests", dependencies: ["ColoPacket", "ColoPacketBuilder", "ColoCapture"]),
         .testTarget(name: "ColoCaptureTests", dependencies: ["ColoCapture", "ColoPacket", "ColoPacketBuilder"]),
+        .testTarget(name: "ColoFragmentsTests", dependencies: ["ColoFragments", "ColoPacket", "ColoPacketBuilder"]),
+        .testTarget(
+            name: "ColoConntrackTests",
+            dependencies: ["ColoConntrack", "ColoFragments", "ColoPacket", "ColoPacketBuilder", "ColoCapture", "ColoCLI"]
+        ),
+        // Tests on real Linux stacks in network namespaces (root; they fail, never skip, without it).
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["ColoCLI", "ColoConntrack", "ColoCapture", "ColoPacket"]
+        ),
         .testTarget(name: "ColoNetfilterTests", dependencies: ["ColoNetfilter"]),
     ],
     swiftLanguageModes: [.v6]
