@@ -49,13 +49,12 @@ public struct ConntrackCommand: ParsableCommand {
 
     public func run() throws {
         var output = StandardOutput()
-        do {
-            let report = try Self.track(
+        do throws(CaptureError) {
+            try Self.track(
                 path: pcap, zone: zone, format: format, list: list, events: events, pickup: !noPickup, liberal: liberal
             ) { output.write($0) }
             output.flush()
-            _ = report
-        } catch let error as CaptureError {
+        } catch {
             output.flush()
             StandardError.line("colo-proxy conntrack: \(error)")
             throw ExitCode(2)

@@ -3,14 +3,14 @@ public struct CTState: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: UInt8
     @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
 
-    public static let new = CTState(rawValue: 0x01)
-    public static let established = CTState(rawValue: 0x02)
-    public static let related = CTState(rawValue: 0x04)
-    public static let reply = CTState(rawValue: 0x08)
-    public static let invalid = CTState(rawValue: 0x10)
-    public static let tracked = CTState(rawValue: 0x20)
-    public static let sourceNAT = CTState(rawValue: 0x40)
-    public static let destinationNAT = CTState(rawValue: 0x80)
+    @inlinable public static var new: CTState { CTState(rawValue: 0x01) }
+    @inlinable public static var established: CTState { CTState(rawValue: 0x02) }
+    @inlinable public static var related: CTState { CTState(rawValue: 0x04) }
+    @inlinable public static var reply: CTState { CTState(rawValue: 0x08) }
+    @inlinable public static var invalid: CTState { CTState(rawValue: 0x10) }
+    @inlinable public static var tracked: CTState { CTState(rawValue: 0x20) }
+    @inlinable public static var sourceNAT: CTState { CTState(rawValue: 0x40) }
+    @inlinable public static var destinationNAT: CTState { CTState(rawValue: 0x80) }
 
     /// Flag names in bit order, as OVS prints them.
     public static let names: [(CTState, String)] = [

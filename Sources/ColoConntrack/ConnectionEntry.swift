@@ -40,13 +40,13 @@ public struct TCPDirectionFlags: OptionSet, Sendable, Equatable {
     public let rawValue: UInt8
     public init(rawValue: UInt8) { self.rawValue = rawValue }
 
-    public static let windowScaleSeen = TCPDirectionFlags(rawValue: 0x01)
-    public static let sackPermitted = TCPDirectionFlags(rawValue: 0x02)
-    public static let maxAckSet = TCPDirectionFlags(rawValue: 0x04)
-    public static let dataUnacknowledged = TCPDirectionFlags(rawValue: 0x08)
+    @inlinable public static var windowScaleSeen: TCPDirectionFlags { TCPDirectionFlags(rawValue: 0x01) }
+    @inlinable public static var sackPermitted: TCPDirectionFlags { TCPDirectionFlags(rawValue: 0x02) }
+    @inlinable public static var maxAckSet: TCPDirectionFlags { TCPDirectionFlags(rawValue: 0x04) }
+    @inlinable public static var dataUnacknowledged: TCPDirectionFlags { TCPDirectionFlags(rawValue: 0x08) }
     /// Window checks are skipped for this direction (mid-stream pickup, where the scale is unknown).
-    public static let liberal = TCPDirectionFlags(rawValue: 0x10)
-    public static let closeInitiated = TCPDirectionFlags(rawValue: 0x20)
+    @inlinable public static var liberal: TCPDirectionFlags { TCPDirectionFlags(rawValue: 0x10) }
+    @inlinable public static var closeInitiated: TCPDirectionFlags { TCPDirectionFlags(rawValue: 0x20) }
 }
 
 /// Facts about a connection as a whole.
@@ -54,9 +54,9 @@ public struct ConnectionStatus: OptionSet, Sendable, Equatable {
     public let rawValue: UInt8
     public init(rawValue: UInt8) { self.rawValue = rawValue }
 
-    public static let inUse = ConnectionStatus(rawValue: 0x01)
-    public static let seenReply = ConnectionStatus(rawValue: 0x02)
-    public static let assured = ConnectionStatus(rawValue: 0x04)
+    @inlinable public static var inUse: ConnectionStatus { ConnectionStatus(rawValue: 0x01) }
+    @inlinable public static var seenReply: ConnectionStatus { ConnectionStatus(rawValue: 0x02) }
+    @inlinable public static var assured: ConnectionStatus { ConnectionStatus(rawValue: 0x04) }
 }
 
 /// Four 64-bit words on every connection that later stages own: the rewriter keeps its sequence offset in one,

@@ -14,32 +14,57 @@ final class ConnectionTable {
         static let empty: UInt32 = .max
     }
 
+    /// The mutable fields live behind a pointer: stored `var`s of a class are checked for exclusive access at
+    /// run time on every read and write, which on this path cost more than the lookup itself.
+    struct State {
+        var entries: UnsafeMutablePointer<ConnectionEntry>
+        var entryCapacity: Int
+        var count = 0
+        var slots: UnsafeMutablePointer<Slot>
+        var slotMask: Int
+        var freeHead: UInt32 = .max
+        /// Entries below this index have been handed out at least once.
+        var highWater = 0
+    }
+
     let maxEntries: Int
     let seed: UInt64
-    private(set) var entries: UnsafeMutablePointer<ConnectionEntry>
-    private(set) var entryCapacity: Int
-    private(set) var count = 0
-    private var slots: UnsafeMutablePointer<Slot>
-    private var slotMask: Int
-    private var freeHead: UInt32 = .max
-    /// Entries below this index have been handed out at least once.
-    private var highWater = 0
+    private let state: UnsafeMutablePointer<State>
+
+    var entries: UnsafeMutablePointer<ConnectionEntry> { state.pointee.entries }
+    var entryCapacity: Int { state.pointee.entryCapacity }
+    var count: Int { state.pointee.count }
+    private var slots: UnsafeMutablePointer<Slot> { state.pointee.slots }
+    private var slotMask: Int { state.pointee.slotMask }
+    private var highWater: Int {
+        get { state.pointee.highWater }
+        set { state.pointee.highWater = newValue }
+    }
+    private var freeHead: UInt32 {
+        get { state.pointee.freeHead }
+        set { state.pointee.freeHead = newValue }
+    }
 
     init(maxEntries: Int, seed: UInt64, initialCapacity: Int = 1024) {
         self.maxEntries = max(1, min(maxEntries, Int(UInt32.max >> 2)))
         self.seed = seed
-        entryCapacity = min(self.maxEntries, max(16, initialCapacity))
-        entries = .allocate(capacity: entryCapacity)
-        let slotCount = Self.slotCount(for: entryCapacity)
-        slots = .allocate(capacity: slotCount)
+        let capacity = min(self.maxEntries, max(16, initialCapacity))
+        let slotCount = Self.slotCount(for: capacity)
+        let slots = LargeAllocation.allocate(Slot.self, capacity: slotCount)
         slots.initialize(repeating: Slot(hash: 0, reference: Slot.empty), count: slotCount)
-        slotMask = slotCount - 1
+        state = .allocate(capacity: 1)
+        state.initialize(
+            to: State(
+                entries: LargeAllocation.allocate(ConnectionEntry.self, capacity: capacity), entryCapacity: capacity,
+                slots: slots, slotMask: slotCount - 1))
     }
 
     deinit {
         entries.deinitialize(count: highWater)
-        entries.deallocate()
-        slots.deallocate()
+        LargeAllocation.deallocate(entries, capacity: entryCapacity)
+        LargeAllocation.deallocate(slots, capacity: slotMask + 1)
+        state.deinitialize(count: 1)
+        state.deallocate()
     }
 
     /// Two keys per entry at a load factor of at most one half.
@@ -97,7 +122,7 @@ final class ConnectionTable {
         }
         entries[index].status.insert(.inUse)
         entries[index].nextFree = .max
-        count += 1
+        state.pointee.count += 1
         place(hash: hash(entry.key), reference: UInt32(index) << 1)
         place(hash: hash(entry.key.reversed()), reference: UInt32(index) << 1 | 1)
         return index
@@ -112,7 +137,7 @@ final class ConnectionTable {
         entries[index].generation &+= 1
         entries[index].nextFree = freeHead
         freeHead = UInt32(index)
-        count -= 1
+        state.pointee.count -= 1
     }
 
     /// Indices below which entries may be in use (for scans).
@@ -150,17 +175,17 @@ final class ConnectionTable {
     private func grow() {
         let newCapacity = min(maxEntries, entryCapacity * 2)
         guard newCapacity > entryCapacity else { return }
-        let newEntries = UnsafeMutablePointer<ConnectionEntry>.allocate(capacity: newCapacity)
+        let newEntries = LargeAllocation.allocate(ConnectionEntry.self, capacity: newCapacity)
         newEntries.moveInitialize(from: entries, count: highWater)
-        entries.deallocate()
-        entries = newEntries
-        entryCapacity = newCapacity
+        LargeAllocation.deallocate(entries, capacity: entryCapacity)
+        state.pointee.entries = newEntries
+        state.pointee.entryCapacity = newCapacity
         let newSlotCount = Self.slotCount(for: newCapacity)
         if newSlotCount > slotMask + 1 {
-            slots.deallocate()
-            slots = .allocate(capacity: newSlotCount)
+            LargeAllocation.deallocate(slots, capacity: slotMask + 1)
+            state.pointee.slots = LargeAllocation.allocate(Slot.self, capacity: newSlotCount)
             slots.initialize(repeating: Slot(hash: 0, reference: Slot.empty), count: newSlotCount)
-            slotMask = newSlotCount - 1
+            state.pointee.slotMask = newSlotCount - 1
             for index in 0..<highWater where entries[index].isInUse {
                 place(hash: hash(entries[index].key), reference: UInt32(index) << 1)
                 place(hash: hash(entries[index].key.reversed()), reference: UInt32(index) << 1 | 1)

@@ -14,18 +14,43 @@ public enum ConntrackEventKind: String, Sendable {
 /// clock, or capture timestamps), so tests and offline replays control it fully.
 public final class ConnectionTracker {
     public let configuration: ConntrackConfiguration
-    public private(set) var counters = ConntrackCounters()
+    /// Behind a pointer for the same reason as the table's state: no run-time exclusivity check per packet.
+    private let counterStorage: UnsafeMutablePointer<ConntrackCounters>
+    public var counters: ConntrackCounters { counterStorage.pointee }
     /// Called for every created, changed and destroyed connection. Keep it cheap: it runs on the data path.
     public var eventHandler: ((ConntrackEventKind, ConnectionEntry, UInt64) -> Void)?
 
     let table: ConnectionTable
+    /// Copied out of `configuration` so the per-packet path reads plain stored values (no dictionary access).
+    private let defaultTimeouts: ConntrackTimeouts
+    private let hasZoneTimeouts: Bool
+    private let checksumValidation: Bool
+    private let liberal: Bool
     private var zoneCounts: [UInt16: Int] = [:]
     private var expiryCursor = 0
     private var claimedExtensions: [ExtensionSlot] = []
 
     public init(configuration: ConntrackConfiguration = ConntrackConfiguration()) {
         self.configuration = configuration
-        self.table = ConnectionTable(maxEntries: configuration.maxConnections, seed: configuration.hashSeed)
+        self.table = ConnectionTable(
+            maxEntries: configuration.maxConnections, seed: configuration.hashSeed,
+            initialCapacity: configuration.initialCapacity)
+        self.counterStorage = .allocate(capacity: 1)
+        self.counterStorage.initialize(to: ConntrackCounters())
+        self.defaultTimeouts = configuration.timeouts
+        self.hasZoneTimeouts = !configuration.zoneTimeouts.isEmpty
+        self.checksumValidation = configuration.checksumValidation
+        self.liberal = configuration.tcpLiberal
+    }
+
+    deinit {
+        counterStorage.deinitialize(count: 1)
+        counterStorage.deallocate()
+    }
+
+    @inline(__always)
+    private func timeouts(zone: UInt16) -> ConntrackTimeouts {
+        hasZoneTimeouts ? (configuration.zoneTimeouts[zone] ?? defaultTimeouts) : defaultTimeouts
     }
 
     /// Connections in the table.
@@ -87,9 +112,9 @@ public final class ConnectionTracker {
     public func track(_ packet: Packet, zone: UInt16 = 0, commit: Bool = true, now: UInt64) -> TrackResult {
         let layout = packet.layout
         guard layout.isIP else { return .untracked(zone: zone) }
-        counters.packets &+= 1
+        counterStorage.pointee.packets &+= 1
         if layout.isFragment { return invalid(.malformed, zone: zone) }
-        if configuration.checksumValidation, case .invalid = packet.transportChecksumStatus {
+        if checksumValidation, case .invalid = packet.transportChecksumStatus {
             return invalid(.badChecksum, zone: zone)
         }
         switch layout.transportProtocol {
@@ -123,8 +148,8 @@ public final class ConnectionTracker {
 
     @inline(__always)
     private func invalid(_ reason: InvalidReason, zone: UInt16) -> TrackResult {
-        counters.invalid &+= 1
-        counters.invalidByReason[Int(reason.rawValue)] &+= 1
+        counterStorage.pointee.invalid &+= 1
+        counterStorage.pointee.invalidByReason[Int(reason.rawValue)] &+= 1
         return .invalid(reason, zone: zone)
     }
 
@@ -133,7 +158,7 @@ public final class ConnectionTracker {
     private func findLive(_ key: FlowKey, now: UInt64) -> (index: Int, direction: FlowDirection)? {
         guard let found = table.find(key) else { return nil }
         if table.entries[found.index].expiresAt <= now {
-            counters.expired &+= 1
+            counterStorage.pointee.expired &+= 1
             destroy(found.index, now: now)
             return nil
         }
@@ -142,15 +167,15 @@ public final class ConnectionTracker {
 
     private func create(_ entry: ConnectionEntry, zone: UInt16, now: UInt64) -> Int? {
         if let limit = configuration.zoneLimits[zone], (zoneCounts[zone] ?? 0) >= limit {
-            counters.refusedZoneLimit &+= 1
+            counterStorage.pointee.refusedZoneLimit &+= 1
             return nil
         }
         guard let index = table.insert(entry) else {
-            counters.refusedGlobalLimit &+= 1
+            counterStorage.pointee.refusedGlobalLimit &+= 1
             return nil
         }
         zoneCounts[zone, default: 0] += 1
-        counters.created &+= 1
+        counterStorage.pointee.created &+= 1
         eventHandler?(.new, table.entries[index], now)
         return index
     }
@@ -160,7 +185,7 @@ public final class ConnectionTracker {
         eventHandler?(.destroy, table.entries[index], now)
         table.remove(index)
         zoneCounts[zone, default: 1] -= 1
-        counters.destroyed &+= 1
+        counterStorage.pointee.destroyed &+= 1
     }
 
     @inline(__always)
@@ -197,25 +222,24 @@ public final class ConnectionTracker {
         -> TrackResult
     {
         let key = FlowKey(packet: packet, zone: zone)
-        let timeouts = configuration.timeouts(zone: zone)
+        let timeouts = self.timeouts(zone: zone)
         let isUDP = key.protocolNumber == IPProtocol.udp
         let isICMP = key.isICMP
         if let (index, direction) = findLive(key, now: now) {
-            var entry = table.entries[index]
+            let entry = table.entries + index
             var changed = false
-            if direction == .reply && !entry.status.contains(.seenReply) {
-                entry.status.insert(.seenReply)
+            if direction == .reply && !entry.pointee.status.contains(.seenReply) {
+                entry.pointee.status.insert(.seenReply)
                 changed = true
-            } else if entry.status.contains(.seenReply) && !entry.status.contains(.assured) && !isICMP {
-                entry.status.insert(.assured)
+            } else if entry.pointee.status.contains(.seenReply) && !entry.pointee.status.contains(.assured) && !isICMP {
+                entry.pointee.status.insert(.assured)
                 changed = true
             }
             let seconds: UInt32 =
                 isUDP
-                ? (entry.status.contains(.seenReply) ? timeouts.udpReplied : timeouts.udpUnreplied)
+                ? (entry.pointee.status.contains(.seenReply) ? timeouts.udpReplied : timeouts.udpUnreplied)
                 : (isICMP ? timeouts.icmp : timeouts.other)
-            entry.expiresAt = now &+ UInt64(seconds) * 1_000_000_000
-            table.entries[index] = entry
+            entry.pointee.expiresAt = now &+ UInt64(seconds) * 1_000_000_000
             account(index, direction, bytes: packet.layout.ipDatagramLength)
             if changed { eventHandler?(.update, table.entries[index], now) }
             return result(index, direction, zone: zone)
@@ -248,7 +272,7 @@ public final class ConnectionTracker {
         guard let (index, direction) = table.find(innerKey) else {
             return invalid(.unrelatedICMPError, zone: zone)
         }
-        counters.related &+= 1
+        counterStorage.pointee.related &+= 1
         let errorDirection = direction.opposite
         account(index, errorDirection, bytes: packet.layout.ipDatagramLength)
         var state: CTState = [.related, .tracked]
@@ -275,7 +299,7 @@ public final class ConnectionTracker {
             var transition = TCPTracker.transition(from: oldState, kind, direction)
             // A new SYN on a closed connection: the old one is over, start again (port reuse).
             if kind == .syn && direction == .original && (oldState == .timeWait || oldState == .close) {
-                counters.reopened &+= 1
+                counterStorage.pointee.reopened &+= 1
                 destroy(index, now: now)
                 return startTCP(packet, tcp, kind: kind, key: key, zone: zone, commit: commit, now: now)
             }
@@ -289,37 +313,35 @@ public final class ConnectionTracker {
                 }
             }
             if transition == .invalid { return invalid(.badTransition, zone: zone) }
-            var entry = table.entries[index]
+            let entry = table.entries + index
             if transition != .ignore {
-                if !configuration.tcpLiberal {
-                    switch TCPTracker.checkWindow(&entry, tcp: tcp, kind: kind, direction: direction) {
+                let verdict = TCPTracker.checkWindow(&entry.pointee, tcp: tcp, kind: kind, direction: direction)
+                if !liberal {
+                    switch verdict {
                     case .accept: break
                     case .ignore: transition = .ignore
                     case .invalid: return invalid(.outOfWindow, zone: zone)
                     }
-                } else {
-                    _ = TCPTracker.checkWindow(&entry, tcp: tcp, kind: kind, direction: direction)
                 }
             }
             var changed = false
             if case .to(let newState) = transition, newState != oldState {
-                entry.tcpState = newState
+                entry.pointee.tcpState = newState
                 changed = true
             }
-            if direction == .reply && !entry.status.contains(.seenReply) {
-                entry.status.insert(.seenReply)
+            if direction == .reply && !entry.pointee.status.contains(.seenReply) {
+                entry.pointee.status.insert(.seenReply)
                 changed = true
             }
-            if entry.tcpState == .established && entry.status.contains(.seenReply) && !entry.status.contains(.assured)
-                && direction == .original
+            if direction == .original && !entry.pointee.status.contains(.assured)
+                && entry.pointee.tcpState == .established && entry.pointee.status.contains(.seenReply)
             {
-                entry.status.insert(.assured)
+                entry.pointee.status.insert(.assured)
                 changed = true
             }
-            entry.expiresAt = now &+ tcpTimeout(entry, zone: zone)
-            table.entries[index] = entry
+            entry.pointee.expiresAt = now &+ tcpTimeout(entry, zone: zone)
             account(index, direction, bytes: packet.layout.ipDatagramLength)
-            if changed { eventHandler?(.update, table.entries[index], now) }
+            if changed { eventHandler?(.update, entry.pointee, now) }
             return result(index, direction, zone: zone)
         }
         return startTCP(packet, tcp, kind: kind, key: key, zone: zone, commit: commit, now: now)
@@ -336,7 +358,7 @@ public final class ConnectionTracker {
         var entry = ConnectionEntry(key: key)
         entry.createdAt = now
         TCPTracker.start(&entry, tcp: tcp, kind: kind, liberal: configuration.tcpLiberal)
-        entry.expiresAt = now &+ tcpTimeout(entry, zone: zone)
+        entry.expiresAt = now &+ withUnsafeMutablePointer(to: &entry) { tcpTimeout($0, zone: zone) }
         guard let index = create(entry, zone: zone, now: now) else {
             return TrackResult(state: [.new, .tracked], zone: zone)
         }
@@ -344,10 +366,14 @@ public final class ConnectionTracker {
         return result(index, .original, zone: zone)
     }
 
-    private func tcpTimeout(_ entry: ConnectionEntry, zone: UInt16) -> UInt64 {
-        let timeouts = configuration.timeouts(zone: zone)
-        var seconds = timeouts.tcp(entry.tcpState)
-        if entry.original.flags.contains(.dataUnacknowledged) || entry.reply.flags.contains(.dataUnacknowledged) {
+    /// Takes the entry by pointer: passing the ~200-byte entry by value copied it on every packet.
+    @inline(__always)
+    private func tcpTimeout(_ entry: UnsafeMutablePointer<ConnectionEntry>, zone: UInt16) -> UInt64 {
+        let timeouts = self.timeouts(zone: zone)
+        var seconds = timeouts.tcp(entry.pointee.tcpState)
+        if entry.pointee.original.flags.contains(.dataUnacknowledged)
+            || entry.pointee.reply.flags.contains(.dataUnacknowledged)
+        {
             seconds = min(seconds, timeouts.tcpUnacknowledged)
         }
         return UInt64(seconds) * 1_000_000_000
@@ -369,7 +395,7 @@ public final class ConnectionTracker {
             expiryCursor += 1
             examined += 1
             if table.entries[index].isInUse && table.entries[index].expiresAt <= now {
-                counters.expired &+= 1
+                counterStorage.pointee.expired &+= 1
                 destroy(index, now: now)
                 destroyed += 1
             }

@@ -17,7 +17,7 @@ public struct ConntrackTimeouts: Sendable, Equatable {
 
     public init() {}
 
-    func tcp(_ state: TCPState) -> UInt32 {
+    @inline(__always) func tcp(_ state: TCPState) -> UInt32 {
         switch state {
         case .none, .synSent, .synSent2: tcpSynSent
         case .synReceived: tcpSynReceived
@@ -35,6 +35,9 @@ public struct ConntrackTimeouts: Sendable, Equatable {
 public struct ConntrackConfiguration: Sendable {
     /// Most connections in the table, all zones together. The table's memory grows with use up to this bound.
     public var maxConnections: Int = 262_144
+    /// Entries to allocate up front. The table doubles from here up to `maxConnections`; each doubling rehashes
+    /// every entry, so a proxy that expects many connections sets this near its working size.
+    public var initialCapacity: Int = 1024
     /// Per-zone limits; zones not listed are bounded only by `maxConnections`.
     public var zoneLimits: [UInt16: Int] = [:]
     /// Per-zone timeouts; zones not listed use `timeouts`.

@@ -203,7 +203,10 @@ enum TCPTracker {
             ack = receiver.end  // some stacks send RST|ACK with a zero ack
         }
         var highestAck = ack
-        if flags.contains(.ack), let blocks = tcp.sackBlocks {
+        // SACK edges count as acknowledged only when the option is allowed and present (options beyond 20 bytes).
+        if flags.contains(.ack), tcp.headerLength > 20, receiver.flags.contains(.sackPermitted) || sender.flags.contains(.sackPermitted),
+            let blocks = tcp.sackBlocks
+        {
             for block in blocks where after(block.right, highestAck) { highestAck = block.right }
         }
         if kind != .syn && kind != .synAck { window <<= UInt32(sender.windowScale) }

@@ -10,8 +10,19 @@ public enum PacketParser {
     public static let maxVLANTags = 2
 
     /// Parses an Ethernet frame or raw IP packet.
+    @inlinable
     public static func parse(_ bytes: UnsafeRawBufferPointer, linkType: LinkType) throws(ParseError) -> PacketLayout {
         var layout = PacketLayout()
+        try parse(bytes, linkType: linkType, into: &layout)
+        return layout
+    }
+
+    /// Parses into a layout the caller keeps (a slot beside a queued buffer): the hot-path form, which avoids
+    /// copying the layout out through the error-or-value return.
+    public static func parse(_ bytes: UnsafeRawBufferPointer, linkType: LinkType, into layout: inout PacketLayout)
+        throws(ParseError)
+    {
+        layout = PacketLayout()
         layout.linkType = linkType
         switch linkType {
         case .ethernet:
@@ -31,7 +42,6 @@ public enum PacketParser {
                 throw .badIPVersion(version)
             }
         }
-        return layout
     }
 
     /// Parses the IP packet an ICMP error carries: its length fields may promise more than is present, and only
