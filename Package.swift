@@ -24,6 +24,9 @@ let package = Package(
             providers: [.apt(["libnetfilter-queue-dev", "libnfnetlink-dev"])]
         ),
 
+        // Small C helpers Swift cannot express directly (prefetch hints; the TUN ioctls will join them).
+        .target(name: "CColoLinux"),
+
         // Zero-copy views over packet bytes: L2/L3/L4 headers, options, checksums.
         .target(name: "ColoPacket"),
         // Builds packets with chosen fields, for tests, benchmarks and tools (allocates; not for hot paths).
@@ -33,7 +36,7 @@ let package = Package(
         // IPv4/IPv6 fragment reassembly with bounded memory (the tracker and the comparer see whole datagrams).
         .target(name: "ColoFragments", dependencies: ["ColoPacket"]),
         // Connection tracking with OVS-style ct_state: table, per-protocol trackers, listing and events.
-        .target(name: "ColoConntrack", dependencies: ["ColoPacket", "ColoFragments"]),
+        .target(name: "ColoConntrack", dependencies: ["ColoPacket", "ColoFragments", "CColoLinux"]),
         // Linux netfilter queue binding (verdicts for the primary's output).
         .target(name: "ColoNetfilter", dependencies: ["CNetfilterQueue"]),
         // The subcommands, as a library so tests can drive them.

@@ -1,3 +1,5 @@
+import CColoLinux
+
 /// Open-addressing hash table from flow keys to connection entries. Knows nothing about protocols.
 ///
 /// Each entry is indexed twice (original and reply key) in a slot array with linear probing and backward-shift
@@ -83,6 +85,28 @@ final class ConnectionTable {
 
     @inline(__always)
     func hash(_ key: FlowKey) -> UInt32 { UInt32(truncatingIfNeeded: key.tableHash(seed: seed)) }
+
+    /// Starts loading the slot lines `key` and its reverse hash to (batch pass 1).
+    @inline(__always)
+    func prefetchSlots(_ key: FlowKey) {
+        CColoLinux_prefetch(slots + (Int(hash(key)) & slotMask))
+        CColoLinux_prefetch(slots + (Int(hash(key.reversed())) & slotMask))
+    }
+
+    /// Starts loading the entry `key`'s home slot points at, or the entry a new connection would take (batch
+    /// pass 2, once the slot lines are in cache).
+    @inline(__always)
+    func prefetchEntry(_ key: FlowKey) {
+        let h = hash(key)
+        let slot = slots[Int(h) & slotMask]
+        if slot.reference != Slot.empty && slot.hash == h {
+            CColoLinux_prefetch(entries + Int(slot.reference >> 1))
+        } else if freeHead != .max {
+            CColoLinux_prefetchForWrite(entries + Int(freeHead))
+        } else if highWater < entryCapacity {
+            CColoLinux_prefetchForWrite(entries + highWater)
+        }
+    }
 
     /// Finds the entry whose original or reply key is `key`.
     @inline(__always)

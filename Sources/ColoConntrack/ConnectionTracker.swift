@@ -146,6 +146,29 @@ public final class ConnectionTracker {
         }
     }
 
+    /// Tracks a batch. Equivalent to calling `track` for each packet in order, but first starts loading the
+    /// table lines every packet will touch, so that the cache misses of the batch overlap instead of following
+    /// one another. `results` must have room for `packets.count` results.
+    public func track(
+        batch packets: UnsafeBufferPointer<Packet>, zone: UInt16 = 0, commit: Bool = true, now: UInt64,
+        results: UnsafeMutableBufferPointer<TrackResult>
+    ) {
+        for packet in packets where Self.hasFlowKey(packet) {
+            table.prefetchSlots(FlowKey(packet: packet, zone: zone))
+        }
+        for packet in packets where Self.hasFlowKey(packet) {
+            table.prefetchEntry(FlowKey(packet: packet, zone: zone))
+        }
+        for index in packets.indices {
+            results[index] = track(packets[index], zone: zone, commit: commit, now: now)
+        }
+    }
+
+    @inline(__always)
+    static func hasFlowKey(_ packet: Packet) -> Bool {
+        packet.layout.isIP && !packet.layout.isFragment && packet.layout.transportHeaderLength > 0
+    }
+
     @inline(__always)
     private func invalid(_ reason: InvalidReason, zone: UInt16) -> TrackResult {
         counterStorage.pointee.invalid &+= 1

@@ -101,6 +101,45 @@ func parseAndTrack(_ tracker: ConnectionTracker, _ raw: UnsafeRawBufferPointer, 
     }
 }
 
+let batchSize = 32
+
+/// Runs `count` packets through `tracker.track(batch:)` in batches of 32: each batch's frames are patched into
+/// flows `flow(i)` in a small, cache-hot arena, parsed, and tracked together (the data path's shape).
+func trackInBatches(_ tracker: ConnectionTracker, template: FlowFactory, count: Int, flow: (Int) -> Int) {
+    let stride = 256
+    var arena = [UInt8](repeating: 0, count: stride * batchSize)
+    for slot in 0..<batchSize {
+        arena.replaceSubrange((slot * stride)..<(slot * stride + template.template.count), with: template.template)
+    }
+    let length = template.template.count
+    let packets = UnsafeMutableBufferPointer<Packet>.allocate(capacity: batchSize)
+    let results = UnsafeMutableBufferPointer<TrackResult>.allocate(capacity: batchSize)
+    defer {
+        packets.deallocate()
+        results.deallocate()
+    }
+    arena.withUnsafeMutableBytes { memory in
+        var layout = PacketLayout()
+        var done = 0
+        while done < count {
+            let n = min(batchSize, count - done)
+            for slot in 0..<n {
+                let frame = UnsafeMutableRawBufferPointer(rebasing: memory[(slot * stride)..<(slot * stride + length)])
+                patch(frame, template.layout, flow: flow(done + slot))
+                do {
+                    try PacketParser.parse(UnsafeRawBufferPointer(frame), linkType: .ethernet, into: &layout)
+                } catch {
+                    sink &+= 1
+                }
+                (packets.baseAddress! + slot).initialize(to: Packet(bytes: UnsafeRawBufferPointer(frame), layout: layout))
+            }
+            tracker.track(batch: UnsafeBufferPointer(rebasing: packets[0..<n]), now: 2, results: results)
+            for slot in 0..<n { consume(results[slot]) }
+            done += n
+        }
+    }
+}
+
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
         metrics: [.wallClock, .cpuTotal, .mallocCountTotal, .instructions, .peakMemoryResident],
@@ -176,6 +215,28 @@ let benchmarks: @Sendable () -> Void = {
             benchmark.stopMeasurement()
         }
         blackHole(tracker.count)
+    }
+
+    Benchmark("conntrack commit new connection (SYN), table sized for 1M up front, batches of 32") { benchmark in
+        var configuration = ConntrackConfiguration()
+        configuration.maxConnections = million + 1024
+        configuration.initialCapacity = million + 1024
+        let tracker = ConnectionTracker(configuration: configuration)
+        benchmark.startMeasurement()
+        trackInBatches(tracker, template: syn, count: benchmark.scaledIterations.count) { $0 }
+        benchmark.stopMeasurement()
+        blackHole(tracker.count)
+    }
+
+    Benchmark("conntrack established flows, lookup+update, 1M entries (random flow each packet), batches of 32") {
+        (benchmark: Benchmark, state: (ConnectionTracker, [Int])) in
+        let (tracker, flows) = state
+        benchmark.startMeasurement()
+        trackInBatches(tracker, template: data, count: benchmark.scaledIterations.count) { flows[$0 & (flows.count - 1)] }
+        benchmark.stopMeasurement()
+    } setup: {
+        var generator = SystemRandomNumberGenerator()
+        return (establishedTable(million), (0..<65536).map { _ in Int.random(in: 0..<million, using: &generator) })
     }
 
     Benchmark(
