@@ -26,7 +26,10 @@ public final class ConnectionTracker {
     private let hasZoneTimeouts: Bool
     private let checksumValidation: Bool
     private let liberal: Bool
-    private var zoneCounts: [UInt16: Int] = [:]
+    /// Connections per zone, indexed by zone: a flat array (256 KiB) so a commit needs no hashing.
+    private let zoneCounts: UnsafeMutablePointer<Int32>
+    private let hasZoneLimits: Bool
+    private let batchKeys: UnsafeMutablePointer<FlowKey>
     private var expiryCursor = 0
     private var claimedExtensions: [ExtensionSlot] = []
 
@@ -35,6 +38,10 @@ public final class ConnectionTracker {
         self.table = ConnectionTable(
             maxEntries: configuration.maxConnections, seed: configuration.hashSeed,
             initialCapacity: configuration.initialCapacity)
+        self.zoneCounts = .allocate(capacity: 65536)
+        self.zoneCounts.initialize(repeating: 0, count: 65536)
+        self.hasZoneLimits = !configuration.zoneLimits.isEmpty
+        self.batchKeys = .allocate(capacity: Self.batchChunk)
         self.counterStorage = .allocate(capacity: 1)
         self.counterStorage.initialize(to: ConntrackCounters())
         self.defaultTimeouts = configuration.timeouts
@@ -44,6 +51,8 @@ public final class ConnectionTracker {
     }
 
     deinit {
+        zoneCounts.deallocate()
+        batchKeys.deallocate()
         counterStorage.deinitialize(count: 1)
         counterStorage.deallocate()
     }
@@ -55,7 +64,7 @@ public final class ConnectionTracker {
 
     /// Connections in the table.
     public var count: Int { table.count }
-    public func count(zone: UInt16) -> Int { zoneCounts[zone] ?? 0 }
+    public func count(zone: UInt16) -> Int { Int(zoneCounts[Int(zone)]) }
     /// Bytes the table holds (entries and index), for the memory figure in metrics and benchmarks.
     public var memoryFootprint: Int { table.memoryFootprint }
 
@@ -110,6 +119,12 @@ public final class ConnectionTracker {
     /// Tracks one packet (a whole datagram: reassemble fragments first). With `commit` a new connection is
     /// stored; without it a first packet is reported `+new+trk` and forgotten.
     public func track(_ packet: Packet, zone: UInt16 = 0, commit: Bool = true, now: UInt64) -> TrackResult {
+        track(packet, zone: zone, commit: commit, now: now, key: nil)
+    }
+
+    /// `key`, when given, is `FlowKey(packet:zone:)` computed earlier (by the batch path).
+    @inline(__always)
+    private func track(_ packet: Packet, zone: UInt16, commit: Bool, now: UInt64, key: FlowKey?) -> TrackResult {
         let layout = packet.layout
         guard layout.isIP else { return .untracked(zone: zone) }
         counterStorage.pointee.packets &+= 1
@@ -120,11 +135,11 @@ public final class ConnectionTracker {
         switch layout.transportProtocol {
         case IPProtocol.tcp:
             guard let tcp = packet.tcp else { return invalid(.malformed, zone: zone) }
-            return trackTCP(packet, tcp, zone: zone, commit: commit, now: now)
+            return trackTCP(packet, tcp, zone: zone, commit: commit, now: now, key: key)
         case IPProtocol.udp:
             guard let udp = packet.udp else { return invalid(.malformed, zone: zone) }
             if udp.sourcePort == 0 || udp.destinationPort == 0 { return invalid(.portZero, zone: zone) }
-            return trackGeneric(packet, zone: zone, commit: commit, now: now, canStart: true)
+            return trackGeneric(packet, zone: zone, commit: commit, now: now, canStart: true, key: key)
         case IPProtocol.icmp where layout.network == .ipv4:
             guard let icmp = packet.icmpv4 else { return invalid(.malformed, zone: zone) }
             if icmp.isError {
@@ -153,16 +168,27 @@ public final class ConnectionTracker {
         batch packets: UnsafeBufferPointer<Packet>, zone: UInt16 = 0, commit: Bool = true, now: UInt64,
         results: UnsafeMutableBufferPointer<TrackResult>
     ) {
-        for packet in packets where Self.hasFlowKey(packet) {
-            table.prefetchSlots(FlowKey(packet: packet, zone: zone))
-        }
-        for packet in packets where Self.hasFlowKey(packet) {
-            table.prefetchEntry(FlowKey(packet: packet, zone: zone))
-        }
-        for index in packets.indices {
-            results[index] = track(packets[index], zone: zone, commit: commit, now: now)
+        var start = 0
+        while start < packets.count {
+            let end = min(start + Self.batchChunk, packets.count)
+            for index in start..<end where Self.hasFlowKey(packets[index]) {
+                let key = FlowKey(packet: packets[index], zone: zone)
+                batchKeys[index - start] = key
+                table.prefetchSlots(key)
+            }
+            for index in start..<end where Self.hasFlowKey(packets[index]) {
+                table.prefetchEntry(batchKeys[index - start])
+            }
+            for index in start..<end {
+                let key = Self.hasFlowKey(packets[index]) ? batchKeys[index - start] : nil
+                results[index] = track(packets[index], zone: zone, commit: commit, now: now, key: key)
+            }
+            start = end
         }
     }
+
+    /// Packets whose lines are prefetched together; their keys are kept in `batchKeys` between the passes.
+    static let batchChunk = 64
 
     @inline(__always)
     static func hasFlowKey(_ packet: Packet) -> Bool {
@@ -189,7 +215,7 @@ public final class ConnectionTracker {
     }
 
     private func create(_ entry: ConnectionEntry, zone: UInt16, now: UInt64) -> Int? {
-        if let limit = configuration.zoneLimits[zone], (zoneCounts[zone] ?? 0) >= limit {
+        if hasZoneLimits, let limit = configuration.zoneLimits[zone], Int(zoneCounts[Int(zone)]) >= limit {
             counterStorage.pointee.refusedZoneLimit &+= 1
             return nil
         }
@@ -197,7 +223,7 @@ public final class ConnectionTracker {
             counterStorage.pointee.refusedGlobalLimit &+= 1
             return nil
         }
-        zoneCounts[zone, default: 0] += 1
+        zoneCounts[Int(zone)] += 1
         counterStorage.pointee.created &+= 1
         eventHandler?(.new, table.entries[index], now)
         return index
@@ -207,7 +233,7 @@ public final class ConnectionTracker {
         let zone = table.entries[index].key.zone
         eventHandler?(.destroy, table.entries[index], now)
         table.remove(index)
-        zoneCounts[zone, default: 1] -= 1
+        zoneCounts[Int(zone)] -= 1
         counterStorage.pointee.destroyed &+= 1
     }
 
@@ -241,10 +267,10 @@ public final class ConnectionTracker {
 
     // MARK: UDP, ICMP queries, other protocols
 
-    private func trackGeneric(_ packet: Packet, zone: UInt16, commit: Bool, now: UInt64, canStart: Bool)
-        -> TrackResult
-    {
-        let key = FlowKey(packet: packet, zone: zone)
+    private func trackGeneric(
+        _ packet: Packet, zone: UInt16, commit: Bool, now: UInt64, canStart: Bool, key precomputed: FlowKey? = nil
+    ) -> TrackResult {
+        let key = precomputed ?? FlowKey(packet: packet, zone: zone)
         let timeouts = self.timeouts(zone: zone)
         let isUDP = key.protocolNumber == IPProtocol.udp
         let isICMP = key.isICMP
@@ -310,12 +336,14 @@ public final class ConnectionTracker {
 
     // MARK: TCP
 
-    private func trackTCP(_ packet: Packet, _ tcp: TCPHeader, zone: UInt16, commit: Bool, now: UInt64) -> TrackResult {
+    private func trackTCP(
+        _ packet: Packet, _ tcp: TCPHeader, zone: UInt16, commit: Bool, now: UInt64, key precomputed: FlowKey?
+    ) -> TrackResult {
         let flags = tcp.flags
         guard TCPTracker.flagsAreValid(flags) else { return invalid(.badFlags, zone: zone) }
         if tcp.sourcePort == 0 || tcp.destinationPort == 0 { return invalid(.portZero, zone: zone) }
         let kind = TCPTracker.classify(flags)
-        let key = FlowKey(packet: packet, zone: zone)
+        let key = precomputed ?? FlowKey(packet: packet, zone: zone)
 
         if let (index, direction) = findLive(key, now: now) {
             let oldState = table.entries[index].tcpState
