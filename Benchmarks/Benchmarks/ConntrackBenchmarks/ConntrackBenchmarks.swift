@@ -101,6 +101,13 @@ func parseAndTrack(_ tracker: ConnectionTracker, _ raw: UnsafeRawBufferPointer, 
     }
 }
 
+/// The key flow `n` of the benchmarks has, for the Dictionary baselines.
+func baselineKey(_ n: Int) -> FlowKey {
+    FlowKey(
+        sourceLow: UInt64(10 << 24 | (n & 0xFF_FFFF)), destinationLow: UInt64(server.value),
+        sourcePort: UInt16(1024 + n % 50000), destinationPort: 80, zone: 0, protocolNumber: 6, family: 4)
+}
+
 let batchSize = 32
 
 /// Runs `count` packets through `tracker.track(batch:)` in batches of 32: each batch's frames are patched into
@@ -237,6 +244,35 @@ let benchmarks: @Sendable () -> Void = {
     } setup: {
         var generator = SystemRandomNumberGenerator()
         return (establishedTable(million), (0..<65536).map { _ in Int.random(in: 0..<million, using: &generator) })
+    }
+
+    // Baselines measured in the same run: the standard library's Dictionary keyed by the same FlowKey (SipHash),
+    // doing only the lookup or insert, with no protocol logic.
+    Benchmark("baseline: Dictionary<FlowKey, UInt32> lookup, 1M entries (random flow each packet)") {
+        (benchmark: Benchmark, state: ([FlowKey: UInt32], [FlowKey])) in
+        let (dictionary, keys) = state
+        benchmark.startMeasurement()
+        var i = 0
+        for _ in benchmark.scaledIterations {
+            sink &+= Int(dictionary[keys[i]] ?? 0)
+            i = (i + 1) & (keys.count - 1)
+        }
+        benchmark.stopMeasurement()
+    } setup: {
+        var dictionary: [FlowKey: UInt32] = [:]
+        dictionary.reserveCapacity(million)
+        for n in 0..<million { dictionary[baselineKey(n)] = UInt32(n) }
+        var generator = SystemRandomNumberGenerator()
+        return (dictionary, (0..<65536).map { _ in baselineKey(Int.random(in: 0..<million, using: &generator)) })
+    }
+
+    Benchmark("baseline: Dictionary<FlowKey, UInt32> insert, capacity reserved for 1M") { benchmark in
+        var dictionary: [FlowKey: UInt32] = [:]
+        dictionary.reserveCapacity(million)
+        benchmark.startMeasurement()
+        for n in benchmark.scaledIterations { dictionary[baselineKey(n)] = UInt32(truncatingIfNeeded: n) }
+        benchmark.stopMeasurement()
+        blackHole(dictionary.count)
     }
 
     Benchmark(
