@@ -3,9 +3,17 @@ import ColoPacket
 import ColoPacketBuilder
 import Glibc
 
-// Usage: ConntrackProfile [same|commit] [seconds]. Tracks one established flow over and over (or commits new
+// Usage: ConntrackProfile [same|commit|layout] [seconds]. Tracks one established flow over and over (or commits new
 // SYNs) for the given time and prints ns per packet; run it under `perf record -e cpu-clock`.
 let mode = CommandLine.arguments.count > 1 ? CommandLine.arguments[1] : "same"
+if mode == "layout" {
+    var c = ConntrackConfiguration()
+    c.maxConnections = 1_000_000
+    c.initialCapacity = 1_000_000
+    let t = ConnectionTracker(configuration: c)
+    print("entry stride \(MemoryLayout<ConnectionEntry>.stride) bytes; table for 1M: \(t.memoryFootprint / 1_000_000) bytes per connection")
+    exit(0)
+}
 let seconds = CommandLine.arguments.count > 2 ? Double(CommandLine.arguments[2]) ?? 5 : 5
 
 var c = TCPSpec(sourcePort: 1024, destinationPort: 80, sequenceNumber: 1000, flags: .syn, options: [.windowScale(7)])
