@@ -57,12 +57,14 @@ let package = Package(
             name: "ColoConntrackTests",
             dependencies: ["ColoConntrack", "ColoFragments", "ColoPacket", "ColoPacketBuilder", "ColoCapture", "ColoCLI"]
         ),
+        // Helpers shared by the test targets that run real programs (commands with a clean signal state, root check).
+        .target(name: "ColoTestSupport", path: "Tests/ColoTestSupport"),
         // Tests on real Linux stacks in network namespaces (root; they fail, never skip, without it).
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["ColoCLI", "ColoConntrack", "ColoCapture", "ColoPacket"]
+            dependencies: ["ColoCLI", "ColoConntrack", "ColoCapture", "ColoPacket", "ColoTestSupport"]
         ),
-        .testTarget(name: "ColoNetfilterTests", dependencies: ["ColoNetfilter"]),
+        .testTarget(name: "ColoNetfilterTests", dependencies: ["ColoNetfilter", "ColoTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,4 +1,5 @@
 import ColoNetfilter
+import ColoTestSupport
 import Testing
 
 #if canImport(Glibc)

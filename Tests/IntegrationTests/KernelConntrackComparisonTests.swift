@@ -15,7 +15,7 @@ struct KernelConntrackComparisonTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let script = Lab.repositoryRoot + "/Tools/lab/kernel-conntrack-reference.sh"
         let recording = try Lab.run(script, [directory], timeoutSeconds: 180)
-        try #require(recording.status == 0, "the kernel reference recording failed:\n\(recording.error)")
+        try #require(recording.succeeded, "the kernel reference recording failed: \(recording)")
 
         let tsv = try String(contentsOfFile: directory + "/kernel-states.tsv", encoding: .utf8)
         var expected: [Int: (state: String, direction: String, summary: String)] = [:]

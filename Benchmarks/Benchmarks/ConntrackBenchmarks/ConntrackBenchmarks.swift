@@ -108,6 +108,25 @@ func baselineKey(_ n: Int) -> FlowKey {
         sourcePort: UInt16(1024 + n % 50000), destinationPort: 80, zone: 0, protocolNumber: 6, family: 4)
 }
 
+/// Commits `benchmark.scaledIterations` new connections one packet at a time into a fresh table.
+func commitOneAtATime(_ benchmark: Benchmark, initialCapacity: Int) {
+    var configuration = ConntrackConfiguration()
+    configuration.maxConnections = million + 1024
+    configuration.initialCapacity = initialCapacity
+    let tracker = ConnectionTracker(configuration: configuration)
+    var frame = syn.template
+    frame.withUnsafeMutableBytes { raw in
+        var layout = PacketLayout()
+        benchmark.startMeasurement()
+        for n in benchmark.scaledIterations {
+            patch(raw, syn.layout, flow: n)
+            parseAndTrack(tracker, UnsafeRawBufferPointer(raw), &layout, now: 1)
+        }
+        benchmark.stopMeasurement()
+    }
+    blackHole(tracker.count)
+}
+
 let batchSize = 32
 
 /// Runs `count` packets through `tracker.track(batch:)` in batches of 32: each batch's frames are patched into
@@ -190,38 +209,11 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     Benchmark("conntrack commit new connection (SYN), table growing from 1K to 1M") { benchmark in
-        var configuration = ConntrackConfiguration()
-        configuration.maxConnections = million + 1024
-        let tracker = ConnectionTracker(configuration: configuration)
-        var frame = syn.template
-        frame.withUnsafeMutableBytes { raw in
-            var layout = PacketLayout()
-            benchmark.startMeasurement()
-            for n in benchmark.scaledIterations {
-                patch(raw, syn.layout, flow: n)
-                parseAndTrack(tracker, UnsafeRawBufferPointer(raw), &layout, now: 1)
-            }
-            benchmark.stopMeasurement()
-        }
-        blackHole(tracker.count)
+        commitOneAtATime(benchmark, initialCapacity: 1024)
     }
 
     Benchmark("conntrack commit new connection (SYN), table sized for 1M up front") { benchmark in
-        var configuration = ConntrackConfiguration()
-        configuration.maxConnections = million + 1024
-        configuration.initialCapacity = million + 1024
-        let tracker = ConnectionTracker(configuration: configuration)
-        var frame = syn.template
-        frame.withUnsafeMutableBytes { raw in
-            var layout = PacketLayout()
-            benchmark.startMeasurement()
-            for n in benchmark.scaledIterations {
-                patch(raw, syn.layout, flow: n)
-                parseAndTrack(tracker, UnsafeRawBufferPointer(raw), &layout, now: 1)
-            }
-            benchmark.stopMeasurement()
-        }
-        blackHole(tracker.count)
+        commitOneAtATime(benchmark, initialCapacity: million + 1024)
     }
 
     Benchmark("conntrack commit new connection (SYN), table sized for 1M up front, batches of 32") { benchmark in
