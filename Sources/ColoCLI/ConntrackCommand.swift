@@ -80,7 +80,9 @@ public struct ConntrackCommand: ParsableCommand {
         let frontEnd = FragmentAwareTracker(tracker: tracker)
         var eventLines: [String] = []
         if events {
-            tracker.eventHandler = { kind, entry, now in eventLines.append(ConntrackFormatter.event(kind, entry, now: now)) }
+            tracker.eventHandler = { kind, entry, now in
+                eventLines.append(ConntrackFormatter.event(kind, entry, now: now))
+            }
         }
         let reader = try CaptureReader(path: path)
         var report = Report()
@@ -137,7 +139,9 @@ public struct ConntrackCommand: ParsableCommand {
             if let reason = result.invalidReason { text += " (\(reason))" }
             return text
         case .json:
-            var json = "{\"index\":\(index),\"ct_state\":[" + result.state.flagNames.map { jsonString($0) }.joined(separator: ",")
+            var json =
+                "{\"index\":\(index),\"ct_state\":["
+                + result.state.flagNames.map { jsonString($0) }.joined(separator: ",")
             json += "],\"zone\":\(result.zone),\"proto\":\(jsonString(fields.proto))"
             json += ",\"src\":" + (fields.source.map(jsonString) ?? "null")
             json += ",\"dst\":" + (fields.destination.map(jsonString) ?? "null")

@@ -17,13 +17,17 @@ enum PacketSummary {
         if layout.network == .arp, let arp = packet.arp {
             let sender = arp.senderIPv4?.description ?? "?"
             let target = arp.targetIPv4?.description ?? "?"
-            let text = arp.operation == 1 ? "arp who-has \(target) tell \(sender)" : "arp reply \(sender) is-at \(arp.senderMAC?.description ?? "?")"
+            let text =
+                arp.operation == 1
+                ? "arp who-has \(target) tell \(sender)"
+                : "arp reply \(sender) is-at \(arp.senderMAC?.description ?? "?")"
             return Fields(proto: "arp", source: sender, destination: target, text: text)
         }
         guard layout.isIP, let source = packet.sourceAddress, let destination = packet.destinationAddress else {
             return Fields(proto: String(format4(layout.etherType)), text: "ethertype \(format4(layout.etherType))")
         }
-        let proto = IPProtocol.name(layout.transportProtocol) == "unknown"
+        let proto =
+            IPProtocol.name(layout.transportProtocol) == "unknown"
             ? "ip-proto-\(layout.transportProtocol)" : IPProtocol.name(layout.transportProtocol)
         var fields = Fields(proto: proto, source: source.description, destination: destination.description, text: "")
         var fragment = ""
@@ -33,7 +37,8 @@ enum PacketSummary {
         if let tcp = packet.tcp {
             fields.sourcePort = tcp.sourcePort
             fields.destinationPort = tcp.destinationPort
-            fields.text = "\(proto) \(endpoint(source, tcp.sourcePort)) > \(endpoint(destination, tcp.destinationPort)) [\(tcp.flags)]"
+            fields.text =
+                "\(proto) \(endpoint(source, tcp.sourcePort)) > \(endpoint(destination, tcp.destinationPort)) [\(tcp.flags)]"
             if !tcp.payload.isEmpty { fields.text += " len=\(tcp.payload.count)" }
         } else if let udp = packet.udp {
             fields.sourcePort = udp.sourcePort
@@ -44,7 +49,11 @@ enum PacketSummary {
             if icmp.isQuery { fields.text += " id=\(icmp.identifier)" } else { fields.text += " code=\(icmp.code)" }
         } else if let icmp = packet.icmpv6 {
             fields.text = "\(proto) \(source) > \(destination) \(icmpName(icmp.type, v6: true))"
-            if icmp.type == 128 || icmp.type == 129 { fields.text += " id=\(icmp.identifier)" } else { fields.text += " code=\(icmp.code)" }
+            if icmp.type == 128 || icmp.type == 129 {
+                fields.text += " id=\(icmp.identifier)"
+            } else {
+                fields.text += " code=\(icmp.code)"
+            }
         } else {
             fields.text = "\(proto) \(source) > \(destination)"
         }

@@ -308,7 +308,9 @@ public final class ConnectionTracker {
 
     // MARK: ICMP errors
 
-    private func trackRelated(_ packet: Packet, _ inner: Result<EmbeddedPacket, ParseError>, zone: UInt16) -> TrackResult {
+    private func trackRelated(_ packet: Packet, _ inner: Result<EmbeddedPacket, ParseError>, zone: UInt16)
+        -> TrackResult
+    {
         guard case .success(let embedded) = inner, embedded.hasTransportPrefix || !isPortProtocol(embedded) else {
             return invalid(.malformed, zone: zone)
         }

@@ -40,7 +40,8 @@ public struct FlowKey: Hashable, Sendable, CustomStringConvertible {
         r.destinationHigh = sourceHigh
         r.destinationLow = sourceLow
         if isICMP {
-            r.destinationPort = UInt16(FlowKey.counterpartICMPType(UInt8(truncatingIfNeeded: destinationPort), v6: family == 6))
+            r.destinationPort = UInt16(
+                FlowKey.counterpartICMPType(UInt8(truncatingIfNeeded: destinationPort), v6: family == 6))
         } else {
             r.sourcePort = destinationPort
             r.destinationPort = sourcePort
@@ -98,7 +99,9 @@ public struct FlowKey: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String {
         let proto = IPProtocol.name(protocolNumber)
-        if isICMP { return "\(proto) \(sourceAddress) > \(destinationAddress) type=\(destinationPort) id=\(sourcePort)" }
+        if isICMP {
+            return "\(proto) \(sourceAddress) > \(destinationAddress) type=\(destinationPort) id=\(sourcePort)"
+        }
         return "\(proto) \(sourceAddress):\(sourcePort) > \(destinationAddress):\(destinationPort) zone=\(zone)"
     }
 }

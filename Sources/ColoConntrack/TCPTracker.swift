@@ -204,7 +204,8 @@ enum TCPTracker {
         }
         var highestAck = ack
         // SACK edges count as acknowledged only when the option is allowed and present (options beyond 20 bytes).
-        if flags.contains(.ack), tcp.headerLength > 20, receiver.flags.contains(.sackPermitted) || sender.flags.contains(.sackPermitted),
+        if flags.contains(.ack), tcp.headerLength > 20,
+            receiver.flags.contains(.sackPermitted) || sender.flags.contains(.sackPermitted),
             let blocks = tcp.sackBlocks
         {
             for block in blocks where after(block.right, highestAck) { highestAck = block.right }
@@ -212,7 +213,9 @@ enum TCPTracker {
         if kind != .syn && kind != .synAck { window <<= UInt32(sender.windowScale) }
 
         if sender.flags.contains(.liberal) || receiver.flags.contains(.liberal) {
-            update(&sender, &receiver, end: end, ack: ack, highestAck: highestAck, window: window, hasAck: flags.contains(.ack))
+            update(
+                &sender, &receiver, end: end, ack: ack, highestAck: highestAck, window: window,
+                hasAck: flags.contains(.ack))
             return .accept
         }
 
@@ -225,7 +228,9 @@ enum TCPTracker {
 
         guard seqNotBeyondUpper, ackNotBeyondUpper else { return .invalid }
         guard seqNotBelowLower, ackNotBelowLower else { return .ignore }
-        update(&sender, &receiver, end: end, ack: ack, highestAck: highestAck, window: window, hasAck: flags.contains(.ack))
+        update(
+            &sender, &receiver, end: end, ack: ack, highestAck: highestAck, window: window, hasAck: flags.contains(.ack)
+        )
         return .accept
     }
 

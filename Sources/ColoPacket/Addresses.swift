@@ -79,7 +79,9 @@ public struct IPv4Address: Hashable, Sendable, Comparable, CustomStringConvertib
         value = v
     }
 
-    public var bytes: [UInt8] { [UInt8(value >> 24), UInt8(value >> 16 & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF)] }
+    public var bytes: [UInt8] {
+        [UInt8(value >> 24), UInt8(value >> 16 & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF)]
+    }
 
     public static func < (a: IPv4Address, b: IPv4Address) -> Bool { a.value < b.value }
 

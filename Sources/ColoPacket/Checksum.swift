@@ -52,7 +52,9 @@ public enum Checksum {
 
     /// Sum of the IPv4 pseudo-header (addresses, protocol, upper-layer length).
     @inlinable
-    public static func pseudoHeaderSum(source: IPv4Address, destination: IPv4Address, protocol proto: UInt8, length: Int)
+    public static func pseudoHeaderSum(
+        source: IPv4Address, destination: IPv4Address, protocol proto: UInt8, length: Int
+    )
         -> UInt16
     {
         var s = UInt32(source.value >> 16) + UInt32(source.value & 0xFFFF)
@@ -63,7 +65,9 @@ public enum Checksum {
 
     /// Sum of the IPv6 pseudo-header (RFC 8200 §8.1: addresses, 32-bit length, next header).
     @inlinable
-    public static func pseudoHeaderSum(source: IPv6Address, destination: IPv6Address, protocol proto: UInt8, length: Int)
+    public static func pseudoHeaderSum(
+        source: IPv6Address, destination: IPv6Address, protocol proto: UInt8, length: Int
+    )
         -> UInt16
     {
         var s: UInt64 = 0
@@ -162,7 +166,8 @@ extension Packet {
     /// Checks the TCP, UDP, ICMP or ICMPv6 checksum as the receiving host would.
     public var transportChecksumStatus: ChecksumStatus {
         guard let expected = expectedTransportChecksum() else { return .notApplicable }
-        let field = layout.transportProtocol == IPProtocol.udp ? 6 : (layout.transportProtocol == IPProtocol.tcp ? 16 : 2)
+        let field =
+            layout.transportProtocol == IPProtocol.udp ? 6 : (layout.transportProtocol == IPProtocol.tcp ? 16 : 2)
         let stored = bytes.be16(layout.transportOffset + field)
         if layout.transportProtocol == IPProtocol.udp && stored == 0 {
             return layout.network == .ipv4 ? .absent : .invalid(stored: 0, expected: expected)

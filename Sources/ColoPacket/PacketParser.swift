@@ -104,7 +104,9 @@ public enum PacketParser {
         let hlen = b[offset + 4]
         let plen = b[offset + 5]
         let length = 8 + 2 * (Int(hlen) + Int(plen))
-        guard length <= available else { throw .badARPLength(hardwareLength: hlen, protocolLength: plen, available: available) }
+        guard length <= available else {
+            throw .badARPLength(hardwareLength: hlen, protocolLength: plen, available: available)
+        }
         layout.network = .arp
         layout.networkOffset = offset
         layout.networkEnd = offset + length
@@ -156,7 +158,8 @@ public enum PacketParser {
         layout.fragmentID = UInt32(b.be16(offset + 4))
         let proto = b[offset + 9]
         layout.transportProtocol = proto
-        try parseTransport(b, proto: proto, at: offset + headerLength, end: datagramEnd, lenient: lenient, into: &layout)
+        try parseTransport(
+            b, proto: proto, at: offset + headerLength, end: datagramEnd, lenient: lenient, into: &layout)
     }
 
     static func validateIPv4Options(_ b: UnsafeRawBufferPointer, from start: Int, to end: Int) throws(ParseError) {

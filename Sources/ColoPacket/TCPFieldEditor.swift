@@ -5,7 +5,9 @@
 public enum TCPFieldEditor {
     /// Adds `delta` (mod 2^32) to the sequence number.
     @inlinable
-    public static func addToSequenceNumber(_ delta: UInt32, in bytes: UnsafeMutableRawBufferPointer, layout: PacketLayout) {
+    public static func addToSequenceNumber(
+        _ delta: UInt32, in bytes: UnsafeMutableRawBufferPointer, layout: PacketLayout
+    ) {
         let t = layout.transportOffset
         let old = bytes.be32(t + 4)
         let new = old &+ delta

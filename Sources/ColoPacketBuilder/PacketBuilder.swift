@@ -52,7 +52,8 @@ public enum PacketBuilder {
         var header = [UInt8](repeating: 0, count: 20)
         header[0] = (ip.versionOverride ?? 4) << 4 | (ip.ihlOverride ?? UInt8(headerLength / 4))
         header[1] = ip.typeOfService
-        header.replaceSubrange(2..<4, with: be16(UInt16(truncatingIfNeeded: ip.totalLengthOverride ?? (headerLength + l4.count))))
+        header.replaceSubrange(
+            2..<4, with: be16(UInt16(truncatingIfNeeded: ip.totalLengthOverride ?? (headerLength + l4.count))))
         header.replaceSubrange(4..<6, with: be16(ip.identification))
         var fragmentField = UInt16(truncatingIfNeeded: ip.fragmentOffset / 8) & 0x1FFF
         if ip.dontFragment { fragmentField |= 0x4000 }

@@ -196,7 +196,9 @@ public struct ICMPSpec: Sendable {
     }
 
     /// An error quoting `packet` (raw IP bytes, cut to `quoteLength` bytes when given).
-    public static func error(type: UInt8, code: UInt8, quoting packet: [UInt8], quoteLength: Int? = nil, rest: UInt32 = 0)
+    public static func error(
+        type: UInt8, code: UInt8, quoting packet: [UInt8], quoteLength: Int? = nil, rest: UInt32 = 0
+    )
         -> ICMPSpec
     {
         ICMPSpec(type: type, code: code, restOfHeader: rest, body: Array(packet.prefix(quoteLength ?? packet.count)))

@@ -24,11 +24,13 @@ struct FragmentTrackingTests {
         return states
     }
 
-    static func fragmentedUDP(from: IPv4Address, to: IPv4Address, id: UInt16, sport: UInt16, dport: UInt16) -> [[UInt8]] {
+    static func fragmentedUDP(from: IPv4Address, to: IPv4Address, id: UInt16, sport: UInt16, dport: UInt16) -> [[UInt8]]
+    {
         var ip = IPv4Spec(source: from, destination: to)
         ip.dontFragment = false
         ip.identification = id
-        let datagram = PacketBuilder.ipv4(ip, .udp(UDPSpec(sourcePort: sport, destinationPort: dport, payload: Array(repeating: 7, count: 3000))))
+        let datagram = PacketBuilder.ipv4(
+            ip, .udp(UDPSpec(sourcePort: sport, destinationPort: dport, payload: Array(repeating: 7, count: 3000))))
         return PacketBuilder.fragmentIPv4(datagram, maxPayload: 1480)
     }
 
@@ -46,7 +48,8 @@ struct FragmentTrackingTests {
         // Build the whole datagram, then cut it by hand into fragments placed after the extension headers.
         var plain = IPv6Spec()
         plain.extensionHeaders = [.hopByHop([]), .destinationOptions([])]
-        let whole = PacketBuilder.ipv6(plain, .udp(UDPSpec(sourcePort: 4000, destinationPort: 53, payload: Array(repeating: 1, count: 2000))))
+        let whole = PacketBuilder.ipv6(
+            plain, .udp(UDPSpec(sourcePort: 4000, destinationPort: 53, payload: Array(repeating: 1, count: 2000))))
         let unfragmentable = Array(whole[0..<56])  // fixed header + two 8-byte extension headers
         let payload = Array(whole[56...])
         var fragments: [[UInt8]] = []
@@ -58,7 +61,9 @@ struct FragmentTrackingTests {
             header[5] = UInt8((16 + 8 + end - offset) & 0xFF)
             header[48] = IPProtocol.ipv6Fragment  // destination options now point at the fragment header
             let field = UInt16(offset) | (end < payload.count ? 1 : 0)
-            fragments.append(header + [IPProtocol.udp, 0, UInt8(field >> 8), UInt8(field & 0xFF), 0, 0, 0, 9] + payload[offset..<end])
+            fragments.append(
+                header + [IPProtocol.udp, 0, UInt8(field >> 8), UInt8(field & 0xFF), 0, 0, 0, 9] + payload[offset..<end]
+            )
             offset = end
         }
         let states = Self.run(fragments)
@@ -74,9 +79,11 @@ struct FragmentTrackingTests {
 
         var ip = IPv4Spec(source: clientIP, destination: serverIP)
         ip.dontFragment = false
-        let small = PacketBuilder.fragmentIPv4(PacketBuilder.ipv4(ip, .udp(UDPSpec(payload: Array(repeating: 1, count: 600)))), maxPayload: 200)
+        let small = PacketBuilder.fragmentIPv4(
+            PacketBuilder.ipv4(ip, .udp(UDPSpec(payload: Array(repeating: 1, count: 600)))), maxPayload: 200)
         let smallStates = Self.run(small)
-        #expect(smallStates.values.allSatisfy { $0 == "+inv+trk" } && smallStates.count == small.count, "\(smallStates)")
+        #expect(
+            smallStates.values.allSatisfy { $0 == "+inv+trk" } && smallStates.count == small.count, "\(smallStates)")
     }
 
     @Test("A datagram that never completes is invalid after 15 s, not before")
@@ -84,12 +91,15 @@ struct FragmentTrackingTests {
         let request = Self.fragmentedUDP(from: clientIP, to: serverIP, id: 4, sport: 5000, dport: 53)
         let early = Self.run([request[0], request[1]], steps: [0, 14 * second], flushAtEnd: false)
         #expect(early.isEmpty, "held, not yet decided: \(early)")
-        let late = Self.run([request[0], request[1], Self.udp4Raw()], steps: [0, 1 * second, 15 * second], flushAtEnd: false)
+        let late = Self.run(
+            [request[0], request[1], Self.udp4Raw()], steps: [0, 1 * second, 15 * second], flushAtEnd: false)
         #expect(late[0] == "+inv+trk" && late[1] == "+inv+trk", "\(late)")
     }
 
     static func udp4Raw() -> [UInt8] {
-        PacketBuilder.build(.ipv4(IPv4Spec(source: clientIP, destination: serverIP), .udp(UDPSpec(sourcePort: 9, destinationPort: 9))), ethernet: nil)
+        PacketBuilder.build(
+            .ipv4(IPv4Spec(source: clientIP, destination: serverIP), .udp(UDPSpec(sourcePort: 9, destinationPort: 9))),
+            ethernet: nil)
     }
 
     @Test("Batch tracking gives the same results as one packet at a time")
@@ -107,11 +117,12 @@ struct FragmentTrackingTests {
         frames.append(PacketBuilder.build(.arp(ARPSpec())))
         let single = Harness()
         let expected = frames.map { single.track($0) }
-        let batched = ConnectionTracker(configuration: {
-            var c = ConntrackConfiguration()
-            c.hashSeed = 1
-            return c
-        }())
+        let batched = ConnectionTracker(
+            configuration: {
+                var c = ConntrackConfiguration()
+                c.hashSeed = 1
+                return c
+            }())
         var got: [TrackResult] = []
         for chunk in stride(from: 0, to: frames.count, by: 8) {
             let slice = Array(frames[chunk..<min(chunk + 8, frames.count)])

@@ -37,9 +37,14 @@ struct ProtocolTrackingTests {
     @Test("ICMP echo keyed by id; a reply without a request is invalid")
     func icmpEcho() {
         let h = Harness()
-        let request = PacketBuilder.build(.ipv4(IPv4Spec(source: clientIP, destination: serverIP), .icmp(.echo(identifier: 77, sequence: 1))))
-        let reply = PacketBuilder.build(.ipv4(IPv4Spec(source: serverIP, destination: clientIP), .icmp(.echo(type: 0, identifier: 77, sequence: 1))))
-        let otherID = PacketBuilder.build(.ipv4(IPv4Spec(source: serverIP, destination: clientIP), .icmp(.echo(type: 0, identifier: 78, sequence: 1))))
+        let request = PacketBuilder.build(
+            .ipv4(IPv4Spec(source: clientIP, destination: serverIP), .icmp(.echo(identifier: 77, sequence: 1))))
+        let reply = PacketBuilder.build(
+            .ipv4(IPv4Spec(source: serverIP, destination: clientIP), .icmp(.echo(type: 0, identifier: 77, sequence: 1)))
+        )
+        let otherID = PacketBuilder.build(
+            .ipv4(IPv4Spec(source: serverIP, destination: clientIP), .icmp(.echo(type: 0, identifier: 78, sequence: 1)))
+        )
         #expect(h.state(request) == "+new+trk")
         #expect(h.state(reply) == "+est+rpl+trk")
         #expect(h.state(request) == "+est+trk")
@@ -52,8 +57,14 @@ struct ProtocolTrackingTests {
     func icmpQueries() {
         let h = Harness()
         for (request, reply) in [(UInt8(13), UInt8(14)), (15, 16)] {
-            let q = PacketBuilder.build(.ipv4(IPv4Spec(source: clientIP, destination: serverIP), .icmp(ICMPSpec(type: request, restOfHeader: 5 << 16, body: Array(repeating: 0, count: 12)))))
-            let r = PacketBuilder.build(.ipv4(IPv4Spec(source: serverIP, destination: clientIP), .icmp(ICMPSpec(type: reply, restOfHeader: 5 << 16, body: Array(repeating: 0, count: 12)))))
+            let q = PacketBuilder.build(
+                .ipv4(
+                    IPv4Spec(source: clientIP, destination: serverIP),
+                    .icmp(ICMPSpec(type: request, restOfHeader: 5 << 16, body: Array(repeating: 0, count: 12)))))
+            let r = PacketBuilder.build(
+                .ipv4(
+                    IPv4Spec(source: serverIP, destination: clientIP),
+                    .icmp(ICMPSpec(type: reply, restOfHeader: 5 << 16, body: Array(repeating: 0, count: 12)))))
             #expect(h.state(q) == "+new+trk", "type \(request)")
             #expect(h.state(r) == "+est+rpl+trk", "type \(reply)")
         }
@@ -66,19 +77,24 @@ struct ProtocolTrackingTests {
         let h = Harness()
         let c6 = IPv6Address("fd00:c010::1")!
         let s6 = IPv6Address("fd00:c010::2")!
-        let request = PacketBuilder.build(.ipv6(IPv6Spec(source: c6, destination: s6), .icmp(.echo(type: 128, identifier: 9, sequence: 1))))
-        let reply = PacketBuilder.build(.ipv6(IPv6Spec(source: s6, destination: c6), .icmp(.echo(type: 129, identifier: 9, sequence: 1))))
+        let request = PacketBuilder.build(
+            .ipv6(IPv6Spec(source: c6, destination: s6), .icmp(.echo(type: 128, identifier: 9, sequence: 1))))
+        let reply = PacketBuilder.build(
+            .ipv6(IPv6Spec(source: s6, destination: c6), .icmp(.echo(type: 129, identifier: 9, sequence: 1))))
         #expect(h.state(request) == "+new+trk")
         #expect(h.state(reply) == "+est+rpl+trk")
-        let ns = PacketBuilder.build(.ipv6(IPv6Spec(source: c6, destination: s6), .icmp(.neighborSolicitation(target: s6, sourceMAC: nil))))
+        let ns = PacketBuilder.build(
+            .ipv6(IPv6Spec(source: c6, destination: s6), .icmp(.neighborSolicitation(target: s6, sourceMAC: nil))))
         #expect(h.state(ns) == "+inv+trk")
     }
 
     @Test("Other IP protocols: first new, reply est+rpl, 600 s")
     func otherProtocol() {
         let h = Harness()
-        let gre = PacketBuilder.build(.ipv4(IPv4Spec(source: clientIP, destination: serverIP), .raw(protocolNumber: 47, bytes: [0, 0, 8, 0])))
-        let back = PacketBuilder.build(.ipv4(IPv4Spec(source: serverIP, destination: clientIP), .raw(protocolNumber: 47, bytes: [0, 0, 8, 0])))
+        let gre = PacketBuilder.build(
+            .ipv4(IPv4Spec(source: clientIP, destination: serverIP), .raw(protocolNumber: 47, bytes: [0, 0, 8, 0])))
+        let back = PacketBuilder.build(
+            .ipv4(IPv4Spec(source: serverIP, destination: clientIP), .raw(protocolNumber: 47, bytes: [0, 0, 8, 0])))
         #expect(h.state(gre) == "+new+trk")
         #expect(h.state(back) == "+est+rpl+trk")
         #expect(((h.entries().first?.expiresAt ?? 0) - h.now) / second == 600)
@@ -101,10 +117,16 @@ struct ProtocolTrackingTests {
         #expect(h.state(probe) == "+new+trk")
         let quoted = Array(probe.dropFirst(14))
         // From the server back to the client: reply direction.
-        let fromServer = PacketBuilder.build(.ipv4(IPv4Spec(source: serverIP, destination: clientIP), .icmp(.error(type: type, code: code, quoting: quoted, quoteLength: 28))))
+        let fromServer = PacketBuilder.build(
+            .ipv4(
+                IPv4Spec(source: serverIP, destination: clientIP),
+                .icmp(.error(type: type, code: code, quoting: quoted, quoteLength: 28))))
         #expect(h.state(fromServer) == "+rel+rpl+trk", "type \(type)")
         // From a router on the path: still related, still toward the client.
-        let fromRouter = PacketBuilder.build(.ipv4(IPv4Spec(source: routerIP, destination: clientIP), .icmp(.error(type: type, code: code, quoting: quoted, quoteLength: 28))))
+        let fromRouter = PacketBuilder.build(
+            .ipv4(
+                IPv4Spec(source: routerIP, destination: clientIP),
+                .icmp(.error(type: type, code: code, quoting: quoted, quoteLength: 28))))
         #expect(h.state(fromRouter) == "+rel+rpl+trk")
         #expect(h.entries().count == 1, "a related packet never creates an entry")
     }
@@ -117,7 +139,10 @@ struct ProtocolTrackingTests {
         var conversation = Conversation(v6: true)
         let syn = conversation.client(.syn)
         #expect(h.state(syn) == "+new+trk")
-        let error = PacketBuilder.build(.ipv6(IPv6Spec(source: s6, destination: c6), .icmp(.error(type: type, code: code, quoting: Array(syn.dropFirst(14))))))
+        let error = PacketBuilder.build(
+            .ipv6(
+                IPv6Spec(source: s6, destination: c6),
+                .icmp(.error(type: type, code: code, quoting: Array(syn.dropFirst(14))))))
         #expect(h.state(error) == "+rel+rpl+trk", "type \(type)")
     }
 
@@ -127,7 +152,10 @@ struct ProtocolTrackingTests {
         _ = h.state(udp4(from: clientIP, to: serverIP, sport: 5000, dport: 53))
         let reply = udp4(from: serverIP, to: clientIP, sport: 53, dport: 5000)
         _ = h.state(reply)
-        let error = PacketBuilder.build(.ipv4(IPv4Spec(source: clientIP, destination: serverIP), .icmp(.error(type: 3, code: 3, quoting: Array(reply.dropFirst(14))))))
+        let error = PacketBuilder.build(
+            .ipv4(
+                IPv4Spec(source: clientIP, destination: serverIP),
+                .icmp(.error(type: 3, code: 3, quoting: Array(reply.dropFirst(14))))))
         #expect(h.state(error) == "+rel+trk")
     }
 
@@ -136,12 +164,17 @@ struct ProtocolTrackingTests {
         let h = Harness()
         let probe = udp4(from: clientIP, to: serverIP, sport: 33000, dport: 9)
         let quoted = Array(probe.dropFirst(14))
-        let miss = PacketBuilder.build(.ipv4(IPv4Spec(source: serverIP, destination: clientIP), .icmp(.error(type: 3, code: 3, quoting: quoted))))
+        let miss = PacketBuilder.build(
+            .ipv4(IPv4Spec(source: serverIP, destination: clientIP), .icmp(.error(type: 3, code: 3, quoting: quoted))))
         #expect(h.track(miss).invalidReason == .unrelatedICMPError)
         _ = h.state(probe)
-        let wrongDestination = PacketBuilder.build(.ipv4(IPv4Spec(source: serverIP, destination: routerIP), .icmp(.error(type: 3, code: 3, quoting: quoted))))
+        let wrongDestination = PacketBuilder.build(
+            .ipv4(IPv4Spec(source: serverIP, destination: routerIP), .icmp(.error(type: 3, code: 3, quoting: quoted))))
         #expect(h.track(wrongDestination).invalidReason == .unrelatedICMPError)
-        let tooShort = PacketBuilder.build(.ipv4(IPv4Spec(source: serverIP, destination: clientIP), .icmp(.error(type: 3, code: 3, quoting: quoted, quoteLength: 24))))
+        let tooShort = PacketBuilder.build(
+            .ipv4(
+                IPv4Spec(source: serverIP, destination: clientIP),
+                .icmp(.error(type: 3, code: 3, quoting: quoted, quoteLength: 24))))
         #expect(h.track(tooShort).invalidReason == .malformed)
     }
 
@@ -196,7 +229,9 @@ struct ProtocolTrackingTests {
             for _ in 0..<10_000 {
                 let source = IPv4Address(value: UInt32.random(in: 0...UInt32.max, using: &generator))
                 let frame = PacketBuilder.tcp4(
-                    TCPSpec(sourcePort: UInt16.random(in: 1...65535, using: &generator), destinationPort: 80, sequenceNumber: UInt32.random(in: 0...UInt32.max, using: &generator), flags: .syn),
+                    TCPSpec(
+                        sourcePort: UInt16.random(in: 1...65535, using: &generator), destinationPort: 80,
+                        sequenceNumber: UInt32.random(in: 0...UInt32.max, using: &generator), flags: .syn),
                     ip: IPv4Spec(source: source, destination: serverIP))
                 _ = h.track(frame)
             }
@@ -218,12 +253,23 @@ struct ProtocolTrackingTests {
         var c = Conversation()
         _ = c.handshake(h)
         let line = ConntrackFormatter.line(h.entries()[0], now: h.now)
-        #expect(line == "tcp      6 432000 ESTABLISHED src=10.10.0.1 dst=10.10.0.2 sport=40000 dport=80 src=10.10.0.2 dst=10.10.0.1 sport=80 dport=40000 [ASSURED] zone=0 use=1")
-        #expect(h.events.first == "    [NEW] tcp      6 120 SYN_SENT src=10.10.0.1 dst=10.10.0.2 sport=40000 dport=80 [UNREPLIED] src=10.10.0.2 dst=10.10.0.1 sport=80 dport=40000 zone=0 use=1")
+        #expect(
+            line
+                == "tcp      6 432000 ESTABLISHED src=10.10.0.1 dst=10.10.0.2 sport=40000 dport=80 src=10.10.0.2 dst=10.10.0.1 sport=80 dport=40000 [ASSURED] zone=0 use=1"
+        )
+        #expect(
+            h.events.first
+                == "    [NEW] tcp      6 120 SYN_SENT src=10.10.0.1 dst=10.10.0.2 sport=40000 dport=80 [UNREPLIED] src=10.10.0.2 dst=10.10.0.1 sport=80 dport=40000 zone=0 use=1"
+        )
         #expect(h.events.contains { $0.hasPrefix(" [UPDATE] tcp      6 60 SYN_RECV") })
         let u = Harness()
-        _ = u.state(PacketBuilder.build(.ipv4(IPv4Spec(source: clientIP, destination: serverIP), .icmp(.echo(identifier: 5, sequence: 1)))))
-        #expect(ConntrackFormatter.line(u.entries()[0], now: u.now) == "icmp     1 30 src=10.10.0.1 dst=10.10.0.2 type=8 code=0 id=5 [UNREPLIED] src=10.10.0.2 dst=10.10.0.1 type=0 code=0 id=5 zone=0 use=1")
+        _ = u.state(
+            PacketBuilder.build(
+                .ipv4(IPv4Spec(source: clientIP, destination: serverIP), .icmp(.echo(identifier: 5, sequence: 1)))))
+        #expect(
+            ConntrackFormatter.line(u.entries()[0], now: u.now)
+                == "icmp     1 30 src=10.10.0.1 dst=10.10.0.2 type=8 code=0 id=5 [UNREPLIED] src=10.10.0.2 dst=10.10.0.1 type=0 code=0 id=5 zone=0 use=1"
+        )
         _ = u.tracker.flush(now: u.now)
         #expect(u.events.last?.hasPrefix("[DESTROY] icmp") == true)
     }

@@ -67,10 +67,14 @@ struct Conversation {
 
     private func frame(_ tcp: TCPSpec, fromClient: Bool) -> [UInt8] {
         if v6 {
-            let ip = fromClient ? IPv6Spec(source: client6, destination: server6) : IPv6Spec(source: server6, destination: client6)
+            let ip =
+                fromClient
+                ? IPv6Spec(source: client6, destination: server6) : IPv6Spec(source: server6, destination: client6)
             return PacketBuilder.tcp6(tcp, ip: ip)
         }
-        let ip = fromClient ? IPv4Spec(source: client4, destination: server4) : IPv4Spec(source: server4, destination: client4)
+        let ip =
+            fromClient
+            ? IPv4Spec(source: client4, destination: server4) : IPv4Spec(source: server4, destination: client4)
         return PacketBuilder.tcp4(tcp, ip: ip)
     }
 
@@ -78,7 +82,8 @@ struct Conversation {
     mutating func client(_ flags: TCPFlags, _ payload: [UInt8] = [], options: [TCPOptionSpec] = []) -> [UInt8] {
         var spec = TCPSpec(
             sourcePort: clientPort, destinationPort: serverPort, sequenceNumber: clientNext,
-            acknowledgmentNumber: flags.contains(.ack) ? serverNext : 0, flags: flags, options: options, payload: payload)
+            acknowledgmentNumber: flags.contains(.ack) ? serverNext : 0, flags: flags, options: options,
+            payload: payload)
         spec.window = window
         clientNext &+= UInt32(payload.count) + (flags.contains(.syn) ? 1 : 0) + (flags.contains(.fin) ? 1 : 0)
         return frame(spec, fromClient: true)
@@ -87,7 +92,8 @@ struct Conversation {
     mutating func server(_ flags: TCPFlags, _ payload: [UInt8] = [], options: [TCPOptionSpec] = []) -> [UInt8] {
         var spec = TCPSpec(
             sourcePort: serverPort, destinationPort: clientPort, sequenceNumber: serverNext,
-            acknowledgmentNumber: flags.contains(.ack) ? clientNext : 0, flags: flags, options: options, payload: payload)
+            acknowledgmentNumber: flags.contains(.ack) ? clientNext : 0, flags: flags, options: options,
+            payload: payload)
         spec.window = window
         serverNext &+= UInt32(payload.count) + (flags.contains(.syn) ? 1 : 0) + (flags.contains(.fin) ? 1 : 0)
         return frame(spec, fromClient: false)
@@ -104,7 +110,10 @@ struct Conversation {
 }
 
 func udp4(from: IPv4Address, to: IPv4Address, sport: UInt16, dport: UInt16, payload: [UInt8] = [1]) -> [UInt8] {
-    PacketBuilder.build(.ipv4(IPv4Spec(source: from, destination: to), .udp(UDPSpec(sourcePort: sport, destinationPort: dport, payload: payload))))
+    PacketBuilder.build(
+        .ipv4(
+            IPv4Spec(source: from, destination: to),
+            .udp(UDPSpec(sourcePort: sport, destinationPort: dport, payload: payload))))
 }
 
 let clientIP = IPv4Address(10, 10, 0, 1)

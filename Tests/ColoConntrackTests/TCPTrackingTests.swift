@@ -60,9 +60,11 @@ struct TCPTrackingTests {
         #expect(h.entries().first?.tcpState == .established)
     }
 
-    @Test("Invalid flag combinations", arguments: [
-        TCPFlags([.syn, .fin]), [.syn, .rst], [], [.fin], [.psh], [.urg], [.syn, .fin, .ack],
-    ])
+    @Test(
+        "Invalid flag combinations",
+        arguments: [
+            TCPFlags([.syn, .fin]), [.syn, .rst], [], [.fin], [.psh], [.urg], [.syn, .fin, .ack],
+        ])
     func invalidFlags(flags: TCPFlags) {
         let h = Harness()
         let frame = PacketBuilder.tcp4(TCPSpec(flags: flags))
@@ -76,7 +78,9 @@ struct TCPTrackingTests {
     func cannotStart() {
         for flags: TCPFlags in [[.syn, .ack], [.fin, .ack], [.rst], [.rst, .ack]] {
             let h = Harness()
-            #expect(h.state(PacketBuilder.tcp4(TCPSpec(flags: flags))) == "+inv+trk", "\(flags) must not start a connection")
+            #expect(
+                h.state(PacketBuilder.tcp4(TCPSpec(flags: flags))) == "+inv+trk", "\(flags) must not start a connection"
+            )
             #expect(h.entries().isEmpty)
         }
     }

@@ -25,7 +25,9 @@ struct ChecksumTests {
                 }
                 if i < slice.count { reference += UInt32(slice[i]) << 8 }
                 while reference > 0xFFFF { reference = (reference & 0xFFFF) + (reference >> 16) }
-                let fast = bytes.withUnsafeBytes { Checksum.sum(UnsafeRawBufferPointer(rebasing: $0[start..<(start + length)])) }
+                let fast = bytes.withUnsafeBytes {
+                    Checksum.sum(UnsafeRawBufferPointer(rebasing: $0[start..<(start + length)]))
+                }
                 #expect(UInt32(fast) == reference, "length \(length) offset \(start)")
             }
         }
@@ -66,7 +68,9 @@ struct ChecksumTests {
         var frame = PacketBuilder.tcp6(
             TCPSpec(
                 sequenceNumber: 5, acknowledgmentNumber: 6, flags: .ack,
-                options: [.noOperation, .noOperation, .sack([SACKEdge(left: 10, right: 20), SACKEdge(left: 30, right: 40)])]
+                options: [
+                    .noOperation, .noOperation, .sack([SACKEdge(left: 10, right: 20), SACKEdge(left: 30, right: 40)]),
+                ]
             ))
         let layout = try frame.withUnsafeBytes { try PacketParser.parse($0, linkType: .ethernet) }
         let changed = frame.withUnsafeMutableBytes { buffer in

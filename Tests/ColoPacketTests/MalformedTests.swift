@@ -10,26 +10,51 @@ struct MalformedTests {
     static let samples: [(String, [UInt8], LinkType)] = {
         var list: [(String, [UInt8], LinkType)] = []
         let options: [TCPOptionSpec] = [
-            .maximumSegmentSize(1460), .sackPermitted, .timestamp(value: 1, echoReply: 2), .noOperation, .windowScale(7),
+            .maximumSegmentSize(1460), .sackPermitted, .timestamp(value: 1, echoReply: 2), .noOperation,
+            .windowScale(7),
         ]
         list.append(("tcp4-syn", PacketBuilder.tcp4(TCPSpec(flags: .syn, options: options)), .ethernet))
         list.append(("tcp6-data", PacketBuilder.tcp6(TCPSpec(flags: [.ack, .psh], payload: [1, 2, 3])), .ethernet))
-        list.append(("udp4-vlan", PacketBuilder.build(.ipv4(IPv4Spec(), .udp(UDPSpec(payload: [1]))),
-            ethernet: EthernetSpec(vlanTags: [VLANTag(tpid: 0x8100, tci: 5)])), .ethernet))
+        list.append(
+            (
+                "udp4-vlan",
+                PacketBuilder.build(
+                    .ipv4(IPv4Spec(), .udp(UDPSpec(payload: [1]))),
+                    ethernet: EthernetSpec(vlanTags: [VLANTag(tpid: 0x8100, tci: 5)])), .ethernet
+            ))
         list.append(("arp", PacketBuilder.build(.arp(ARPSpec())), .ethernet))
         let probe = PacketBuilder.build(.ipv4(IPv4Spec(), .udp(UDPSpec(payload: [1, 2, 3, 4]))), ethernet: nil)
-        list.append(("icmp4-error", PacketBuilder.build(.ipv4(IPv4Spec(), .icmp(.error(type: 3, code: 3, quoting: probe))),
-            ethernet: nil), .rawIP))
+        list.append(
+            (
+                "icmp4-error",
+                PacketBuilder.build(
+                    .ipv4(IPv4Spec(), .icmp(.error(type: 3, code: 3, quoting: probe))),
+                    ethernet: nil), .rawIP
+            ))
         let quoted6 = PacketBuilder.tcp6(TCPSpec(flags: .syn), ethernet: nil)
-        list.append(("icmp6-error", PacketBuilder.build(.ipv6(IPv6Spec(), .icmp(.error(type: 1, code: 4, quoting: quoted6))),
-            ethernet: nil), .rawIP))
-        list.append(("icmp6-ns", PacketBuilder.build(.ipv6(IPv6Spec(), .icmp(.neighborSolicitation(target: replica6, sourceMAC: clientMAC)))), .ethernet))
+        list.append(
+            (
+                "icmp6-error",
+                PacketBuilder.build(
+                    .ipv6(IPv6Spec(), .icmp(.error(type: 1, code: 4, quoting: quoted6))),
+                    ethernet: nil), .rawIP
+            ))
+        list.append(
+            (
+                "icmp6-ns",
+                PacketBuilder.build(
+                    .ipv6(IPv6Spec(), .icmp(.neighborSolicitation(target: replica6, sourceMAC: clientMAC)))), .ethernet
+            ))
         var ext = IPv6Spec()
-        ext.extensionHeaders = [.hopByHop([]), .destinationOptions([]), .fragment(offset: 0, more: true, identification: 1)]
-        list.append(("ipv6-ext", PacketBuilder.build(.ipv6(ext, .udp(UDPSpec(payload: [1, 2]))), ethernet: nil), .rawIPv6))
+        ext.extensionHeaders = [
+            .hopByHop([]), .destinationOptions([]), .fragment(offset: 0, more: true, identification: 1),
+        ]
+        list.append(
+            ("ipv6-ext", PacketBuilder.build(.ipv6(ext, .udp(UDPSpec(payload: [1, 2]))), ethernet: nil), .rawIPv6))
         var ipopt = IPv4Spec()
         ipopt.options = [1, 1, 7, 3, 4]
-        list.append(("ipv4-options", PacketBuilder.build(.ipv4(ipopt, .icmp(.echo(identifier: 1, sequence: 1)))), .ethernet))
+        list.append(
+            ("ipv4-options", PacketBuilder.build(.ipv4(ipopt, .icmp(.echo(identifier: 1, sequence: 1)))), .ethernet))
         return list
     }()
 
@@ -117,26 +142,38 @@ struct MalformedTests {
         // Nine destination-options headers in a row: longer than the walk allows.
         var long = IPv6Spec()
         long.extensionHeaders = Array(repeating: .destinationOptions([]), count: 9)
-        #expect(parseError(PacketBuilder.build(.ipv6(long, .udp(UDPSpec())), ethernet: nil), linkType: .rawIP)
-            == .extensionChainTooLong(count: 9))
+        #expect(
+            parseError(PacketBuilder.build(.ipv6(long, .udp(UDPSpec())), ethernet: nil), linkType: .rawIP)
+                == .extensionChainTooLong(count: 9))
         // Hop-by-hop after another header is not allowed.
         var late = IPv6Spec()
         late.extensionHeaders = [.destinationOptions([]), .hopByHop([])]
-        guard case .badExtensionHeader(0, _) = parseError(PacketBuilder.build(.ipv6(late, .udp(UDPSpec())), ethernet: nil), linkType: .rawIP) else {
+        guard
+            case .badExtensionHeader(0, _) = parseError(
+                PacketBuilder.build(.ipv6(late, .udp(UDPSpec())), ethernet: nil), linkType: .rawIP)
+        else {
             Issue.record("hop-by-hop after destination options must be refused")
             return
         }
         // Two fragment headers.
         var twice = IPv6Spec()
-        twice.extensionHeaders = [.fragment(offset: 0, more: true, identification: 1), .fragment(offset: 0, more: true, identification: 1)]
-        guard case .badExtensionHeader(44, _) = parseError(PacketBuilder.build(.ipv6(twice, .udp(UDPSpec())), ethernet: nil), linkType: .rawIP) else {
+        twice.extensionHeaders = [
+            .fragment(offset: 0, more: true, identification: 1), .fragment(offset: 0, more: true, identification: 1),
+        ]
+        guard
+            case .badExtensionHeader(44, _) = parseError(
+                PacketBuilder.build(.ipv6(twice, .udp(UDPSpec())), ethernet: nil), linkType: .rawIP)
+        else {
             Issue.record("a second fragment header must be refused")
             return
         }
         // A header whose length field runs past the payload.
         var oversize = IPv6Spec()
         oversize.extensionHeaders = [.raw(kind: 60, bytes: [0, 200, 1, 4, 0, 0, 0, 0])]
-        guard case .badExtensionHeader(60, _) = parseError(PacketBuilder.build(.ipv6(oversize, .udp(UDPSpec())), ethernet: nil), linkType: .rawIP) else {
+        guard
+            case .badExtensionHeader(60, _) = parseError(
+                PacketBuilder.build(.ipv6(oversize, .udp(UDPSpec())), ethernet: nil), linkType: .rawIP)
+        else {
             Issue.record("an extension header longer than the payload must be refused")
             return
         }
@@ -215,7 +252,8 @@ struct MalformedTests {
         // A quoted packet claiming IHL 15 with only 20 bytes present.
         var inner = probe
         inner[0] = 0x4F
-        let bogus = PacketBuilder.build(.ipv4(IPv4Spec(), .icmp(.error(type: 3, code: 1, quoting: inner, quoteLength: 28))), ethernet: nil)
+        let bogus = PacketBuilder.build(
+            .ipv4(IPv4Spec(), .icmp(.error(type: 3, code: 1, quoting: inner, quoteLength: 28))), ethernet: nil)
         try withParsed(bogus, linkType: .rawIP) { p in
             #expect(throws: ParseError.self) { try #require(p.icmpv4).embeddedPacket() }
         }

@@ -149,7 +149,8 @@ struct ParserTests {
 
     @Test("UDP over IPv4 and IPv6, with and without checksum")
     func udp() throws {
-        let v4 = PacketBuilder.build(.ipv4(IPv4Spec(), .udp(UDPSpec(sourcePort: 1, destinationPort: 2, payload: [7, 7]))))
+        let v4 = PacketBuilder.build(
+            .ipv4(IPv4Spec(), .udp(UDPSpec(sourcePort: 1, destinationPort: 2, payload: [7, 7]))))
         try withParsed(v4) { p in
             let udp = try #require(p.udp)
             #expect(udp.sourcePort == 1 && udp.destinationPort == 2 && udp.length == 10)
@@ -194,7 +195,8 @@ struct ParserTests {
 
     @Test("ICMPv4 echo and an error quoting a UDP datagram")
     func icmpv4() throws {
-        let echo = PacketBuilder.build(.ipv4(IPv4Spec(), .icmp(.echo(identifier: 0x4242, sequence: 3, payload: [1, 2]))))
+        let echo = PacketBuilder.build(
+            .ipv4(IPv4Spec(), .icmp(.echo(identifier: 0x4242, sequence: 3, payload: [1, 2]))))
         try withParsed(echo) { p in
             let icmp = try #require(p.icmpv4)
             #expect(icmp.type == 8 && icmp.identifier == 0x4242 && icmp.sequenceNumber == 3 && icmp.isQuery)
@@ -202,7 +204,9 @@ struct ParserTests {
             #expect(p.transportChecksumStatus == .valid)
         }
         let probe = PacketBuilder.build(
-            .ipv4(IPv4Spec(), .udp(UDPSpec(sourcePort: 33333, destinationPort: 9, payload: Array(repeating: 1, count: 40)))),
+            .ipv4(
+                IPv4Spec(),
+                .udp(UDPSpec(sourcePort: 33333, destinationPort: 9, payload: Array(repeating: 1, count: 40)))),
             ethernet: nil)
         let error = PacketBuilder.build(
             .ipv4(
@@ -280,7 +284,8 @@ struct ParserTests {
 
     @Test("IPv6 fragments with a fragment extension header")
     func ipv6Fragments() throws {
-        let datagram = PacketBuilder.ipv6(IPv6Spec(), .icmp(.echo(type: 128, identifier: 9, sequence: 1, payload: Array(repeating: 1, count: 2000))))
+        let datagram = PacketBuilder.ipv6(
+            IPv6Spec(), .icmp(.echo(type: 128, identifier: 9, sequence: 1, payload: Array(repeating: 1, count: 2000))))
         let fragments = PacketBuilder.fragmentIPv6(datagram, maxPayload: 1232, identification: 0xDEADBEEF)
         #expect(fragments.count == 2)
         try withParsed(fragments[0], linkType: .rawIPv6) { p in

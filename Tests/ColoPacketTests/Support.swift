@@ -42,7 +42,8 @@ func touchEverything(_ packet: Packet) {
         sink &+= Int(arp.senderIPv4?.value ?? 0)
     }
     if let ip = packet.ipv4 {
-        sink &+= Int(ip.identification) &+ ip.options.count &+ Int(ip.source.value) &+ (ip.isHeaderChecksumValid ? 1 : 0)
+        sink &+=
+            Int(ip.identification) &+ ip.options.count &+ Int(ip.source.value) &+ (ip.isHeaderChecksumValid ? 1 : 0)
     }
     if let ip = packet.ipv6 {
         sink &+= Int(ip.flowLabel) &+ Int(truncatingIfNeeded: ip.source.low)

@@ -133,4 +133,3 @@ public enum Command {
         }
     }
 }
-

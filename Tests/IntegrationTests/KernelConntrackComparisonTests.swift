@@ -36,7 +36,9 @@ struct KernelConntrackComparisonTests {
             let want = Self.kernelToOVS(state: kernel.state, direction: kernel.direction)
             seen[want.description, default: 0] += 1
             if ours != want {
-                mismatches.append("#\(index) kernel \(want) ours \(ours) (\(report.states[index]?.invalidReason.map { "\($0)" } ?? "-")): \(kernel.summary)")
+                mismatches.append(
+                    "#\(index) kernel \(want) ours \(ours) (\(report.states[index]?.invalidReason.map { "\($0)" } ?? "-")): \(kernel.summary)"
+                )
             }
         }
         let listing = mismatches.joined(separator: "\n")

@@ -17,7 +17,9 @@ struct FlowFactory {
     /// Flow `n`: client 10.(n>>16).(n>>8).(n) : 1024 + n % 50000, or, reversed, the server's side of it.
     func frame(_ n: Int, reversed: Bool = false) -> [UInt8] {
         var bytes = template
-        let address: [UInt8] = [10, UInt8(truncatingIfNeeded: n >> 16), UInt8(truncatingIfNeeded: n >> 8), UInt8(truncatingIfNeeded: n)]
+        let address: [UInt8] = [
+            10, UInt8(truncatingIfNeeded: n >> 16), UInt8(truncatingIfNeeded: n >> 8), UInt8(truncatingIfNeeded: n),
+        ]
         let port = UInt16(1024 + n % 50000)
         let ip = layout.networkOffset
         let tcp = layout.transportOffset
@@ -33,15 +35,25 @@ struct FlowFactory {
 let server = IPv4Address(192, 168, 100, 1)
 let clientTemplate = IPv4Spec(source: IPv4Address(10, 0, 0, 0), destination: server)
 let serverTemplate = IPv4Spec(source: server, destination: IPv4Address(10, 0, 0, 0))
-let syn = FlowFactory(PacketBuilder.tcp4(
-    TCPSpec(sourcePort: 1024, destinationPort: 80, sequenceNumber: 1000, flags: .syn, options: [.windowScale(7)]), ip: clientTemplate))
-let synAck = FlowFactory(PacketBuilder.tcp4(
-    TCPSpec(sourcePort: 80, destinationPort: 1024, sequenceNumber: 5000, acknowledgmentNumber: 1001, flags: [.syn, .ack], options: [.windowScale(7)]), ip: serverTemplate))
-let ack = FlowFactory(PacketBuilder.tcp4(
-    TCPSpec(sourcePort: 1024, destinationPort: 80, sequenceNumber: 1001, acknowledgmentNumber: 5001, flags: .ack), ip: clientTemplate))
+let syn = FlowFactory(
+    PacketBuilder.tcp4(
+        TCPSpec(sourcePort: 1024, destinationPort: 80, sequenceNumber: 1000, flags: .syn, options: [.windowScale(7)]),
+        ip: clientTemplate))
+let synAck = FlowFactory(
+    PacketBuilder.tcp4(
+        TCPSpec(
+            sourcePort: 80, destinationPort: 1024, sequenceNumber: 5000, acknowledgmentNumber: 1001,
+            flags: [.syn, .ack], options: [.windowScale(7)]), ip: serverTemplate))
+let ack = FlowFactory(
+    PacketBuilder.tcp4(
+        TCPSpec(sourcePort: 1024, destinationPort: 80, sequenceNumber: 1001, acknowledgmentNumber: 5001, flags: .ack),
+        ip: clientTemplate))
 /// An established flow's data segment: 100 bytes, in window, repeatable.
-let data = FlowFactory(PacketBuilder.tcp4(
-    TCPSpec(sourcePort: 1024, destinationPort: 80, sequenceNumber: 1001, acknowledgmentNumber: 5001, flags: [.ack, .psh], payload: [UInt8](repeating: 0x61, count: 100)), ip: clientTemplate))
+let data = FlowFactory(
+    PacketBuilder.tcp4(
+        TCPSpec(
+            sourcePort: 1024, destinationPort: 80, sequenceNumber: 1001, acknowledgmentNumber: 5001,
+            flags: [.ack, .psh], payload: [UInt8](repeating: 0x61, count: 100)), ip: clientTemplate))
 
 func track(_ tracker: ConnectionTracker, _ frame: [UInt8], now: UInt64) -> TrackResult? {
     frame.withUnsafeBytes { raw in
@@ -79,7 +91,8 @@ func patch(_ raw: UnsafeMutableRawBufferPointer, _ layout: PacketLayout, flow n:
     raw.storeBytes(of: newAddress.bigEndian, toByteOffset: ip + 12, as: UInt32.self)
     raw.storeBytes(of: newPort.bigEndian, toByteOffset: tcp, as: UInt16.self)
     let ipSum = UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: ip + 10, as: UInt16.self))
-    raw.storeBytes(of: Checksum.update(ipSum, old: oldAddress, new: newAddress).bigEndian, toByteOffset: ip + 10, as: UInt16.self)
+    raw.storeBytes(
+        of: Checksum.update(ipSum, old: oldAddress, new: newAddress).bigEndian, toByteOffset: ip + 10, as: UInt16.self)
     var tcpSum = UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: tcp + 16, as: UInt16.self))
     tcpSum = Checksum.update(tcpSum, old: oldAddress, new: newAddress)
     tcpSum = Checksum.update(tcpSum, old: oldPort, new: newPort)
@@ -92,7 +105,9 @@ nonisolated(unsafe) var sink = 0
 
 /// Parses into a reused layout and tracks: what the data path does per packet.
 @inline(__always)
-func parseAndTrack(_ tracker: ConnectionTracker, _ raw: UnsafeRawBufferPointer, _ layout: inout PacketLayout, now: UInt64) {
+func parseAndTrack(
+    _ tracker: ConnectionTracker, _ raw: UnsafeRawBufferPointer, _ layout: inout PacketLayout, now: UInt64
+) {
     do {
         try PacketParser.parse(raw, linkType: .ethernet, into: &layout)
         consume(tracker.track(Packet(bytes: raw, layout: layout), now: now))
@@ -157,7 +172,8 @@ func trackInBatches(_ tracker: ConnectionTracker, template: FlowFactory, count: 
                 } catch {
                     sink &+= 1
                 }
-                (packets.baseAddress! + slot).initialize(to: Packet(bytes: UnsafeRawBufferPointer(frame), layout: layout))
+                (packets.baseAddress! + slot).initialize(
+                    to: Packet(bytes: UnsafeRawBufferPointer(frame), layout: layout))
             }
             tracker.track(batch: UnsafeBufferPointer(rebasing: packets[0..<n]), now: 2, results: results)
             for slot in 0..<n { consume(results[slot]) }
@@ -175,7 +191,8 @@ let benchmarks: @Sendable () -> Void = {
         maxIterations: 5
     )
 
-    Benchmark("conntrack established flow, lookup+update, 1M entries (same flow)") { (benchmark: Benchmark, tracker: ConnectionTracker) in
+    Benchmark("conntrack established flow, lookup+update, 1M entries (same flow)") {
+        (benchmark: Benchmark, tracker: ConnectionTracker) in
         let frame = data.frame(million / 2)
         frame.withUnsafeBytes { raw in
             guard let packet = try? Packet(raw, linkType: .ethernet) else { return }
@@ -189,7 +206,8 @@ let benchmarks: @Sendable () -> Void = {
         establishedTable(million)
     }
 
-    Benchmark("conntrack established flows, lookup+update, 1M entries (random flow each packet)") { (benchmark: Benchmark, state: (ConnectionTracker, [Int])) in
+    Benchmark("conntrack established flows, lookup+update, 1M entries (random flow each packet)") {
+        (benchmark: Benchmark, state: (ConnectionTracker, [Int])) in
         let (tracker, flows) = state
         var frame = data.template
         frame.withUnsafeMutableBytes { raw in
@@ -231,7 +249,9 @@ let benchmarks: @Sendable () -> Void = {
         (benchmark: Benchmark, state: (ConnectionTracker, [Int])) in
         let (tracker, flows) = state
         benchmark.startMeasurement()
-        trackInBatches(tracker, template: data, count: benchmark.scaledIterations.count) { flows[$0 & (flows.count - 1)] }
+        trackInBatches(tracker, template: data, count: benchmark.scaledIterations.count) {
+            flows[$0 & (flows.count - 1)]
+        }
         benchmark.stopMeasurement()
     } setup: {
         var generator = SystemRandomNumberGenerator()
@@ -272,7 +292,8 @@ let benchmarks: @Sendable () -> Void = {
         configuration: .init(metrics: [.peakMemoryResident, .wallClock], scalingFactor: .one, maxIterations: 1)
     ) { benchmark in
         let tracker = establishedTable(million)
-        benchmark.measurement(.custom("table bytes per connection", polarity: .prefersSmaller), tracker.memoryFootprint / tracker.count)
+        benchmark.measurement(
+            .custom("table bytes per connection", polarity: .prefersSmaller), tracker.memoryFootprint / tracker.count)
         blackHole(tracker)
     }
 }

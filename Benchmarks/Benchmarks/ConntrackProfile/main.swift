@@ -11,7 +11,9 @@ if mode == "layout" {
     c.maxConnections = 1_000_000
     c.initialCapacity = 1_000_000
     let t = ConnectionTracker(configuration: c)
-    print("entry stride \(MemoryLayout<ConnectionEntry>.stride) bytes; table for 1M: \(t.memoryFootprint / 1_000_000) bytes per connection")
+    print(
+        "entry stride \(MemoryLayout<ConnectionEntry>.stride) bytes; table for 1M: \(t.memoryFootprint / 1_000_000) bytes per connection"
+    )
     exit(0)
 }
 let seconds = CommandLine.arguments.count > 2 ? Double(CommandLine.arguments[2]) ?? 5 : 5
@@ -20,9 +22,17 @@ var c = TCPSpec(sourcePort: 1024, destinationPort: 80, sequenceNumber: 1000, fla
 let client = IPv4Spec(source: IPv4Address(10, 0, 0, 1), destination: IPv4Address(192, 168, 100, 1))
 let server = IPv4Spec(source: IPv4Address(192, 168, 100, 1), destination: IPv4Address(10, 0, 0, 1))
 let syn = PacketBuilder.tcp4(c, ip: client)
-let synAck = PacketBuilder.tcp4(TCPSpec(sourcePort: 80, destinationPort: 1024, sequenceNumber: 5000, acknowledgmentNumber: 1001, flags: [.syn, .ack], options: [.windowScale(7)]), ip: server)
-let ack = PacketBuilder.tcp4(TCPSpec(sourcePort: 1024, destinationPort: 80, sequenceNumber: 1001, acknowledgmentNumber: 5001, flags: .ack), ip: client)
-let data = PacketBuilder.tcp4(TCPSpec(sourcePort: 1024, destinationPort: 80, sequenceNumber: 1001, acknowledgmentNumber: 5001, flags: [.ack, .psh], payload: [UInt8](repeating: 0x61, count: 100)), ip: client)
+let synAck = PacketBuilder.tcp4(
+    TCPSpec(
+        sourcePort: 80, destinationPort: 1024, sequenceNumber: 5000, acknowledgmentNumber: 1001, flags: [.syn, .ack],
+        options: [.windowScale(7)]), ip: server)
+let ack = PacketBuilder.tcp4(
+    TCPSpec(sourcePort: 1024, destinationPort: 80, sequenceNumber: 1001, acknowledgmentNumber: 5001, flags: .ack),
+    ip: client)
+let data = PacketBuilder.tcp4(
+    TCPSpec(
+        sourcePort: 1024, destinationPort: 80, sequenceNumber: 1001, acknowledgmentNumber: 5001, flags: [.ack, .psh],
+        payload: [UInt8](repeating: 0x61, count: 100)), ip: client)
 
 var configuration = ConntrackConfiguration()
 configuration.maxConnections = 2_000_000
@@ -50,7 +60,8 @@ if mode == "commit" {
             raw.storeBytes(of: new.bigEndian, toByteOffset: ip + 12, as: UInt32.self)
             let t = layout.transportOffset
             let sum = UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: t + 16, as: UInt16.self))
-            raw.storeBytes(of: Checksum.update(sum, old: old, new: new).bigEndian, toByteOffset: t + 16, as: UInt16.self)
+            raw.storeBytes(
+                of: Checksum.update(sum, old: old, new: new).bigEndian, toByteOffset: t + 16, as: UInt16.self)
             sink &+= Int(fresh.track(Packet(bytes: UnsafeRawBufferPointer(raw), layout: layout), now: 1).state.rawValue)
             n += 1
         }
