@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "ColoCapture", targets: ["ColoCapture"]),
         .library(name: "ColoFragments", targets: ["ColoFragments"]),
         .library(name: "ColoConntrack", targets: ["ColoConntrack"]),
+        .library(name: "ColoStages", targets: ["ColoStages"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -37,13 +38,19 @@ let package = Package(
         .target(name: "ColoFragments", dependencies: ["ColoPacket"]),
         // Connection tracking with OVS-style ct_state: table, per-protocol trackers, listing and events.
         .target(name: "ColoConntrack", dependencies: ["ColoPacket", "ColoFragments", "CColoLinux"]),
+        // The COLO stages (mirror, redirector, rewriter, compare, conntrack, dump), their `--object` specs and the
+        // pipeline that chains them.
+        .target(
+            name: "ColoStages",
+            dependencies: ["ColoPacket", "ColoConntrack", "ColoFragments", "ColoCapture"]
+        ),
         // Linux netfilter queue binding (verdicts for the primary's output).
         .target(name: "ColoNetfilter", dependencies: ["CNetfilterQueue"]),
         // The subcommands, as a library so tests can drive them.
         .target(
             name: "ColoCLI",
             dependencies: [
-                "ColoPacket", "ColoCapture", "ColoFragments", "ColoConntrack",
+                "ColoPacket", "ColoCapture", "ColoFragments", "ColoConntrack", "ColoStages",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -63,6 +70,10 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["ColoCLI", "ColoConntrack", "ColoCapture", "ColoPacket", "ColoTestSupport"]
+        ),
+        .testTarget(
+            name: "ColoStagesTests",
+            dependencies: ["ColoStages", "ColoConntrack", "ColoPacket", "ColoPacketBuilder", "ColoCapture"]
         ),
         .testTarget(name: "ColoNetfilterTests", dependencies: ["ColoNetfilter", "ColoTestSupport"]),
     ],

@@ -129,7 +129,7 @@ struct FragmentTrackingTests {
             // Keep every frame's bytes alive while the batch runs.
             let buffers = slice.map { frame -> UnsafeMutableRawBufferPointer in
                 let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: frame.count, alignment: 8)
-                buffer.copyMemory(from: UnsafeRawBufferPointer(start: frame, count: frame.count))
+                frame.withUnsafeBytes { buffer.copyMemory(from: $0) }
                 return buffer
             }
             defer { buffers.forEach { $0.deallocate() } }

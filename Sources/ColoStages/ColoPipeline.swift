@@ -1,0 +1,165 @@
+import ColoConntrack
+import ColoFragments
+import ColoPacket
+
+/// The standard COLO chain of SPEC §2, built from its stages:
+///
+/// ```
+/// client ──► conntrack(zone P) ──► primary
+///    └──► mirror ──► rewriter (ack += offset) ──► conntrack(zone S) ──► secondary
+/// primary ──► conntrack(zone P) ──► colo-compare.primary_in
+/// secondary ──► conntrack(zone S) ──► rewriter (seq -= offset) ──► colo-compare.secondary_in
+/// colo-compare ──► client
+/// ```
+///
+/// Where the tracker sits: each replica's traffic is tracked in its own zone and always in that replica's own
+/// sequence space (client packets to the secondary after rewriting, the secondary's packets before), so the
+/// window tracking of both zones is exact.
+///
+/// The pipeline owns no threads: callers hand it packets (already stored) and drain the output lists after
+/// each call. Nothing is allocated per packet once the lists have grown to their working size.
+public final class ColoPipeline {
+    public static let primaryZone: UInt16 = 1
+    public static let secondaryZone: UInt16 = 2
+
+    public let store: PacketStore
+    public let tracker: ConnectionTracker
+    public let frontEnd: FragmentAwareTracker
+    public let rewriter: Rewriter
+    public let comparer: Comparer
+    /// Whether the rewriter stage is on (`filter-rewriter ... status=`).
+    public var rewriterEnabled = true
+
+    /// Packets for the client, the primary and the secondary, in order.
+    public var toClient: [PacketRef] = []
+    public var toPrimary: [PacketRef] = []
+    public var toSecondary: [PacketRef] = []
+    /// Mirror copies that could not be made because the store was full.
+    public private(set) var mirrorRefused: UInt64 = 0
+
+    public init(
+        store: PacketStore, conntrack: ConntrackConfiguration = ConntrackConfiguration(),
+        compare: CompareConfiguration = CompareConfiguration()
+    ) {
+        self.store = store
+        self.tracker = ConnectionTracker(configuration: conntrack)
+        self.frontEnd = FragmentAwareTracker(tracker: tracker)
+        // A fresh tracker always has a free extension word.
+        self.rewriter = Rewriter(tracker: tracker, primaryZone: Self.primaryZone, secondaryZone: Self.secondaryZone)!
+        self.comparer = Comparer(configuration: compare, store: store)
+    }
+
+    /// A packet from the client: on to the primary, and a rewritten copy to the secondary.
+    public func fromClient(_ ref: PacketRef, now: UInt64) {
+        track(ref, zone: Self.primaryZone, now: now) { ref in
+            toPrimary.append(ref)
+            guard !comparer.failedOver else { return }
+            guard let copy = duplicate(ref) else {
+                mirrorRefused &+= 1
+                return
+            }
+            if rewriterEnabled { rewriter.rewriteTowardSecondary(copy, in: store) }
+            track(copy, zone: Self.secondaryZone, now: now) { copy in toSecondary.append(copy) }
+        }
+    }
+
+    /// A packet the primary sent.
+    public func fromPrimary(_ ref: PacketRef, now: UInt64) {
+        track(ref, zone: Self.primaryZone, now: now) { ref in
+            if rewriterEnabled { rewriter.observePrimary(ref, in: store) }
+            comparer.primary(ref, now: now)
+            drainComparer()
+        }
+    }
+
+    /// A packet the secondary sent.
+    public func fromSecondary(_ ref: PacketRef, now: UInt64) {
+        track(ref, zone: Self.secondaryZone, now: now) { ref in
+            if rewriterEnabled { rewriter.rewriteFromSecondary(ref, in: store) }
+            comparer.secondary(ref, now: now)
+            drainComparer()
+        }
+    }
+
+    /// Timeouts: comparison, connections, fragments. Call at least every `expiredScanCycle`.
+    public func tick(now: UInt64) {
+        comparer.scan(now: now)
+        drainComparer()
+        frontEnd.expire(now: now) { token, result in
+            // A fragment whose datagram never completed: it goes on untracked-invalid, like any bad packet.
+            let ref = PacketRef(index: UInt32(truncatingIfNeeded: token))
+            store.metadata(ref).pointee.track = result
+            route(ref, now: now)
+        }
+    }
+
+    /// The checkpoint controller reported a checkpoint done.
+    public func checkpointDone(now: UInt64) {
+        comparer.checkpointDone(now: now)
+        rewriter.checkpoint()
+        drainComparer()
+    }
+
+    /// The primary is lost: the secondary's output goes to the client from now on.
+    public func failover(now: UInt64) {
+        comparer.failover(now: now)
+        rewriter.failover()
+        drainComparer()
+    }
+
+    // MARK: - Internals
+
+    /// Where each packet came from decides where it goes once tracked (fragments come back later).
+    private func route(_ ref: PacketRef, now: UInt64) {
+        switch store.metadata(ref).pointee.source {
+        case .primary:
+            comparer.primary(ref, now: now)
+            drainComparer()
+        case .secondary:
+            comparer.secondary(ref, now: now)
+            drainComparer()
+        case .client:
+            toPrimary.append(ref)
+        case .other:
+            store.release(ref)
+        }
+    }
+
+    /// Tracks `ref` (fragments are held until their datagram completes) and continues with every packet whose
+    /// state is known.
+    private func track(_ ref: PacketRef, zone: UInt16, now: UInt64, then next: (PacketRef) -> Void) {
+        let meta = store.metadata(ref)
+        guard meta.pointee.parsed else {
+            meta.pointee.track = .invalid(.malformed, zone: zone)
+            next(ref)
+            return
+        }
+        frontEnd.process(store.packet(ref), zone: zone, now: now, token: UInt64(ref.index)) { token, result in
+            let done = PacketRef(index: UInt32(truncatingIfNeeded: token))
+            store.metadata(done).pointee.track = result
+            next(done)
+        }
+    }
+
+    private func duplicate(_ ref: PacketRef) -> PacketRef? {
+        let meta = store.metadata(ref).pointee
+        guard let copy = store.acquire(length: meta.length) else { return nil }
+        store.buffer(copy).copyMemory(from: store.frame(ref))
+        let target = store.metadata(copy)
+        target.pointee = meta
+        target.pointee.source = .secondary
+        target.pointee.next = .max
+        return copy
+    }
+
+    private func drainComparer() {
+        if !comparer.released.isEmpty {
+            toClient.append(contentsOf: comparer.released)
+            comparer.released.removeAll(keepingCapacity: true)
+        }
+        if !comparer.dropped.isEmpty {
+            for ref in comparer.dropped { store.release(ref) }
+            comparer.dropped.removeAll(keepingCapacity: true)
+        }
+    }
+}

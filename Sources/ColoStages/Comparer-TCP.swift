@@ -1,0 +1,249 @@
+import ColoPacket
+
+/// TCP: the two sides' payloads compared as byte streams from `verified` onward.
+extension Comparer {
+    struct Segment {
+        var seq: UInt32
+        var length: UInt32
+        var flags: TCPFlags
+        @inline(__always) var end: UInt32 { seq &+ length }
+    }
+
+    @inline(__always)
+    func segment(_ ref: PacketRef) -> Segment {
+        let frame = store.frame(ref)
+        let layout = store.metadata(ref).pointee.layout
+        let t = layout.transportOffset
+        return Segment(
+            seq: UInt32(bigEndian: frame.loadUnaligned(fromByteOffset: t + 4, as: UInt32.self)),
+            length: UInt32(truncatingIfNeeded: layout.payloadEnd - layout.payloadOffset),
+            flags: TCPFlags(rawValue: frame[t + 13]))
+    }
+
+    @inline(__always)
+    func payload(_ ref: PacketRef) -> UnsafeRawBufferPointer {
+        let layout = store.metadata(ref).pointee.layout
+        return UnsafeRawBufferPointer(rebasing: store.frame(ref)[layout.payloadOffset..<layout.payloadEnd])
+    }
+
+    /// Sets the stream origin from the first segment of either side (a SYN gives ISN + 1).
+    @inline(__always)
+    func establishBase(_ slot: Int, _ s: Segment) {
+        if !connections[slot].haveBase {
+            connections[slot].haveBase = true
+            let start = s.flags.contains(.syn) ? s.seq &+ 1 : s.seq
+            connections[slot].base = start
+            connections[slot].verified = start
+            connections[slot].primaryEnd = start
+        } else if s.flags.contains(.syn) && TCPSequence.after(s.seq &+ 1, connections[slot].verified) {
+            // A SYN seen after other traffic (reopened connection): start over from it.
+            connections[slot].base = s.seq &+ 1
+            connections[slot].verified = s.seq &+ 1
+            connections[slot].primaryEnd = s.seq &+ 1
+        }
+    }
+
+    func primaryTCP(_ ref: PacketRef, slot: Int, now: UInt64) {
+        let s = segment(ref)
+        establishBase(slot, s)
+        if s.length > 0 && TCPSequence.after(s.end, connections[slot].primaryEnd) {
+            connections[slot].primaryEnd = s.end
+        }
+        if s.flags.contains(.fin) { connections[slot].primaryFin = s.end }
+        if s.flags.contains(.rst) { connections[slot].primaryReset = true }
+        if s.length > 0 && TCPSequence.atOrBefore(s.end, connections[slot].verified) {
+            counters.retransmissions &+= 1
+        }
+        connections[slot].primary.append(ref, store)
+        if connections[slot].holding { return }
+        if connections[slot].primary.count > configuration.maxQueueSize {
+            diverge(slot, .queueOverflow, primary: ref, secondary: nil, streamOffset: nil, now: now)
+            if connections[slot].holding { return }
+        }
+        if s.flags.contains(.rst), let pending = firstUnverifiedSecondary(slot) {
+            diverge(slot, .protocol, primary: ref, secondary: pending, streamOffset: nil, now: now)
+            if connections[slot].holding { return }
+        }
+        advance(slot, now: now)
+    }
+
+    func secondaryTCP(_ ref: PacketRef, slot: Int, now: UInt64) {
+        let s = segment(ref)
+        connections[slot].secondarySeen = true
+        establishBase(slot, s)
+        if s.flags.contains(.fin) { connections[slot].secondaryFin = s.end }
+        if connections[slot].holding {
+            drop(ref)
+            return
+        }
+        if s.flags.contains(.rst) {
+            connections[slot].secondaryReset = true
+            if TCPSequence.after(connections[slot].primaryEnd, connections[slot].verified),
+                let pending = firstUnverifiedPrimary(slot)
+            {
+                diverge(slot, .protocol, primary: pending, secondary: ref, streamOffset: nil, now: now)
+            }
+            drop(ref)
+            if !connections[slot].holding { advance(slot, now: now) }
+            return
+        }
+        if s.length == 0 || TCPSequence.atOrBefore(s.end, connections[slot].verified) {
+            // Bare SYN/ACK/FIN, or bytes already compared (a retransmission): nothing left to compare.
+            if s.length > 0 { counters.retransmissions &+= 1 }
+            drop(ref)
+            advance(slot, now: now)
+            return
+        }
+        insertBySequence(ref, s.seq, slot: slot)
+        if connections[slot].secondary.count > configuration.maxQueueSize {
+            diverge(slot, .queueOverflow, primary: connections[slot].primary.head.isNone ? nil : connections[slot].primary.head,
+                secondary: ref, streamOffset: nil, now: now)
+            if connections[slot].holding { return }
+        }
+        advance(slot, now: now)
+    }
+
+    /// Keeps the secondary queue in sequence order; arrivals are almost always at the tail.
+    func insertBySequence(_ ref: PacketRef, _ seq: UInt32, slot: Int) {
+        let queue = connections[slot].secondary
+        if queue.isEmpty || TCPSequence.atOrBefore(segment(queue.tail).seq, seq) {
+            connections[slot].secondary.append(ref, store)
+            return
+        }
+        var previous = PacketRef.none
+        var current = queue.head
+        while !current.isNone, TCPSequence.atOrBefore(segment(current).seq, seq) {
+            previous = current
+            current = store.next(current)
+        }
+        connections[slot].secondary.insert(ref, after: previous, store)
+    }
+
+    /// Compares as far as both sides have bytes, then releases what is fully matched.
+    func advance(_ slot: Int, now: UInt64) {
+        guard connections[slot].haveBase else { return }
+        compare: while !connections[slot].holding {
+            let v = connections[slot].verified
+            guard let p = covering(v, in: connections[slot].primary), let s = covering(v, in: connections[slot].secondary)
+            else { break }
+            let ps = segment(p)
+            let ss = segment(s)
+            let end = TCPSequence.before(ps.end, ss.end) ? ps.end : ss.end
+            let count = Int(end &- v)
+            let a = payload(p)
+            let b = payload(s)
+            let aStart = Int(v &- ps.seq)
+            let bStart = Int(v &- ss.seq)
+            if let difference = Self.firstDifference(a, aStart, b, bStart, count) {
+                let offset = UInt64(v &+ UInt32(difference) &- connections[slot].base)
+                counters.bytesCompared &+= UInt64(difference)
+                diverge(slot, .payload, primary: p, secondary: s, streamOffset: offset, now: now)
+                continue compare
+            }
+            counters.bytesCompared &+= UInt64(count)
+            connections[slot].verified = end
+        }
+        if connections[slot].holding { return }
+        checkLengths(slot, now: now)
+        dropVerifiedSecondary(slot)
+        releaseReady(slot)
+    }
+
+    /// The queued segment with payload covering sequence number `v`.
+    @inline(__always)
+    func covering(_ v: UInt32, in queue: PacketQueue) -> PacketRef? {
+        var current = queue.head
+        while !current.isNone {
+            let s = segment(current)
+            if s.length > 0 && TCPSequence.atOrBefore(s.seq, v) && TCPSequence.after(s.end, v) { return current }
+            current = store.next(current)
+        }
+        return nil
+    }
+
+    /// Index of the first differing byte of two ranges, or nil when equal.
+    @inline(__always)
+    static func firstDifference(
+        _ a: UnsafeRawBufferPointer, _ aStart: Int, _ b: UnsafeRawBufferPointer, _ bStart: Int, _ count: Int
+    ) -> Int? {
+        guard count > 0, let pa = a.baseAddress, let pb = b.baseAddress else { return nil }
+        if memcmp(pa + aStart, pb + bStart, count) == 0 { return nil }
+        var i = 0
+        while i < count && a[aStart + i] == b[bStart + i] { i += 1 }
+        return i
+    }
+
+    /// One side ended its stream (FIN) where the other has more bytes: the streams have different lengths.
+    func checkLengths(_ slot: Int, now: UInt64) {
+        let connection = connections[slot]
+        guard !connection.lengthReported else { return }
+        if let fin = connection.secondaryFin, TCPSequence.after(connection.primaryEnd, fin),
+            TCPSequence.atOrBefore(fin, connection.verified), let pending = covering(fin, in: connection.primary)
+        {
+            connections[slot].lengthReported = true
+            diverge(slot, .length, primary: pending, secondary: nil,
+                streamOffset: UInt64(fin &- connection.base), now: now)
+        } else if let fin = connection.primaryFin, TCPSequence.atOrBefore(fin, connection.verified),
+            let pending = covering(fin, in: connection.secondary)
+        {
+            connections[slot].lengthReported = true
+            diverge(slot, .length, primary: nil, secondary: pending,
+                streamOffset: UInt64(fin &- connection.base), now: now)
+        }
+    }
+
+    /// Drops secondary segments whose bytes are all before `verified`.
+    func dropVerifiedSecondary(_ slot: Int) {
+        let verified = connections[slot].verified
+        var current = connections[slot].secondary.head
+        while !current.isNone {
+            let next = store.next(current)
+            if TCPSequence.atOrBefore(segment(current).end, verified) {
+                connections[slot].secondary.remove(current, store)
+                drop(current)
+            }
+            current = next
+        }
+    }
+
+    /// Releases primary packets from the head of the queue while each is fully matched, in arrival order.
+    func releaseReady(_ slot: Int) {
+        while !connections[slot].primary.isEmpty {
+            let head = connections[slot].primary.head
+            let s = segment(head)
+            if s.length > 0 {
+                guard TCPSequence.atOrBefore(s.end, connections[slot].verified) else { return }
+            } else {
+                // SYN, pure ACK, FIN, RST: once the secondary has said anything on this connection; a FIN only
+                // once every byte before it matched.
+                guard connections[slot].secondarySeen else { return }
+                if s.flags.contains(.fin) && TCPSequence.after(s.seq, connections[slot].verified) { return }
+            }
+            release(connections[slot].primary.popHead(store))
+        }
+    }
+
+    func firstUnverifiedSecondary(_ slot: Int) -> PacketRef? {
+        var current = connections[slot].secondary.head
+        while !current.isNone {
+            let s = segment(current)
+            if s.length > 0 && TCPSequence.after(s.end, connections[slot].verified) { return current }
+            current = store.next(current)
+        }
+        return nil
+    }
+
+    func firstUnverifiedPrimary(_ slot: Int) -> PacketRef? {
+        var current = connections[slot].primary.head
+        while !current.isNone {
+            let s = segment(current)
+            if s.length > 0 && TCPSequence.after(s.end, connections[slot].verified) { return current }
+            current = store.next(current)
+        }
+        return nil
+    }
+}
+
+#if canImport(Glibc)
+    import Glibc
+#endif

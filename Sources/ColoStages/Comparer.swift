@@ -1,0 +1,555 @@
+import ColoConntrack
+import ColoFragments
+import ColoPacket
+
+/// colo-compare's parameters (SPEC §2, §3), with QEMU's defaults.
+public struct CompareConfiguration: Sendable {
+    /// A primary packet older than this with no secondary counterpart is a divergence (ns; QEMU: 3000 ms).
+    public var compareTimeout: UInt64 = 3_000_000_000
+    /// How often `scan` looks for such packets (ns; QEMU: 1000 ms). The caller drives the scan.
+    public var expiredScanCycle: UInt64 = 1_000_000_000
+    /// Packets one side may hold queued on one connection before that is a divergence (QEMU: 1024).
+    public var maxQueueSize = 1024
+    public var onDivergence: DivergenceAction = .release
+    /// Connections compared at once; beyond it packets pass uncompared (primary) or are dropped (secondary),
+    /// and `counters.connectionsRefused` says so.
+    public var maxConnections = 65536
+    /// A connection with nothing queued and no packet for this long is forgotten (ns).
+    public var idleTimeout: UInt64 = 600_000_000_000
+
+    public init() {}
+}
+
+/// What the comparer has done, for metrics and `query-stats`.
+public struct CompareCounters: Sendable, Equatable {
+    public var primaryPackets: UInt64 = 0
+    public var secondaryPackets: UInt64 = 0
+    /// Primary packets released to the client.
+    public var released: UInt64 = 0
+    /// Secondary packets dropped after comparison (and primary packets dropped after failover).
+    public var dropped: UInt64 = 0
+    /// TCP payload bytes found equal.
+    public var bytesCompared: UInt64 = 0
+    /// Datagrams and other frames found equal.
+    public var datagramsMatched: UInt64 = 0
+    public var retransmissions: UInt64 = 0
+    public var divergences: UInt64 = 0
+    public var divergencesByReason: [DivergenceReason: UInt64] = [:]
+    /// Packets that could not be parsed: primary ones released uncompared, secondary ones dropped.
+    public var malformed: UInt64 = 0
+    public var connectionsRefused: UInt64 = 0
+    public var connectionsCompared: UInt64 = 0
+    public var checkpoints: UInt64 = 0
+
+    public init() {}
+}
+
+/// colo-compare: matches the secondary's output against the primary's and decides what the client gets.
+///
+/// TCP is compared as two byte streams ordered by sequence number (the secondary's already rewritten into the
+/// primary's sequence space), so different segmentation is not a divergence; UDP/ICMP datagrams must find an
+/// equal datagram on the other side; other frames must be equal after the MAC addresses. Packets live in the
+/// `PacketStore`; the comparer only queues their refs. Results accumulate in `released`, `dropped`, `events`
+/// and `checkpointRequests`, which the caller drains after each call: no callbacks, nothing allocated per packet.
+public final class Comparer {
+    public let configuration: CompareConfiguration
+    public let store: PacketStore
+    public internal(set) var counters = CompareCounters()
+
+    /// Primary packets to send to the client, in order.
+    public var released: [PacketRef] = []
+    /// Packets to return to the store.
+    public var dropped: [PacketRef] = []
+    public var events: [DivergenceEvent] = []
+    /// Set when a divergence asks the controller for a checkpoint (cleared by the caller).
+    public var checkpointRequested = false
+    /// After failover the secondary's output goes to the client and nothing is compared.
+    public private(set) var failedOver = false
+
+    /// Fragments are compared as the datagrams they make up; each side's are reassembled in its own zone.
+    let reassembler = FragmentReassembler()
+    var connections: [CompareConnection] = []
+    var freeConnections: [Int32] = []
+    var index: [FlowKey: Int32] = [:]
+    private var lastScan: UInt64 = 0
+
+    public init(configuration: CompareConfiguration = CompareConfiguration(), store: PacketStore) {
+        self.configuration = configuration
+        self.store = store
+        released.reserveCapacity(256)
+        dropped.reserveCapacity(256)
+        index.reserveCapacity(min(configuration.maxConnections, 4096))
+    }
+
+    /// Connections with state in the comparer.
+    public var connectionCount: Int { index.count }
+
+    /// Packets held in queues, per side.
+    public var queuedPackets: (primary: Int, secondary: Int) {
+        var p = 0
+        var s = 0
+        for connection in connections where connection.inUse {
+            p += connection.primary.count
+            s += connection.secondary.count
+        }
+        return (p, s)
+    }
+
+    // MARK: - Input
+
+    /// A packet the primary sent (toward the client).
+    public func primary(_ ref: PacketRef, now: UInt64) {
+        counters.primaryPackets &+= 1
+        if failedOver {
+            drop(ref)
+            return
+        }
+        let meta = store.metadata(ref)
+        guard meta.pointee.parsed else {
+            counters.malformed &+= 1
+            release(ref)
+            return
+        }
+        var ref = ref
+        if meta.pointee.layout.isFragment {
+            guard let whole = reassemble(ref, zone: 1, now: now) else { return }
+            ref = whole
+        }
+        let kind = Self.kind(of: store.metadata(ref).pointee.layout)
+        guard let slot = connection(for: ref, kind: kind, now: now) else {
+            release(ref)
+            return
+        }
+        connections[slot].lastActivity = now
+        switch kind {
+        case .tcp: primaryTCP(ref, slot: slot, now: now)
+        case .datagram, .other: primaryDatagram(ref, slot: slot, now: now)
+        }
+    }
+
+    /// A packet the secondary sent, already rewritten into the primary's sequence space.
+    public func secondary(_ ref: PacketRef, now: UInt64) {
+        counters.secondaryPackets &+= 1
+        if failedOver {
+            release(ref)
+            return
+        }
+        let meta = store.metadata(ref)
+        guard meta.pointee.parsed else {
+            counters.malformed &+= 1
+            drop(ref)
+            return
+        }
+        var ref = ref
+        if meta.pointee.layout.isFragment {
+            guard let whole = reassemble(ref, zone: 2, now: now) else { return }
+            ref = whole
+        }
+        let kind = Self.kind(of: store.metadata(ref).pointee.layout)
+        guard let slot = connection(for: ref, kind: kind, now: now) else {
+            drop(ref)
+            return
+        }
+        connections[slot].lastActivity = now
+        switch kind {
+        case .tcp: secondaryTCP(ref, slot: slot, now: now)
+        case .datagram, .other: secondaryDatagram(ref, slot: slot, now: now)
+        }
+    }
+
+    /// Looks for primary packets older than `compareTimeout` and forgets idle connections. Does the work at most
+    /// once per `expiredScanCycle`; call it as often as convenient.
+    public func scan(now: UInt64) {
+        guard now &- lastScan >= configuration.expiredScanCycle else { return }
+        lastScan = now
+        reassembler.expire(now: now) { tokens in
+            for token in tokens { giveUpFragment(PacketRef(index: UInt32(truncatingIfNeeded: token))) }
+        }
+        for slot in connections.indices where connections[slot].inUse {
+            let head = connections[slot].primary.head
+            if !head.isNone, !connections[slot].holding,
+                now &- store.metadata(head).pointee.receivedAt >= configuration.compareTimeout
+            {
+                diverge(slot, .secondaryTimeout, primary: head, secondary: nil, streamOffset: nil, now: now)
+            }
+            // Secondary packets that found no match within the timeout never will.
+            while !connections[slot].secondary.head.isNone,
+                now &- store.metadata(connections[slot].secondary.head).pointee.receivedAt
+                    >= configuration.compareTimeout,
+                connections[slot].kind != .tcp
+            {
+                drop(connections[slot].secondary.popHead(store))
+            }
+            if connections[slot].primary.isEmpty && connections[slot].secondary.isEmpty
+                && (connections[slot].isClosed || now &- connections[slot].lastActivity >= configuration.idleTimeout)
+            {
+                free(slot)
+            }
+        }
+    }
+
+    /// The controller finished a checkpoint: every held primary packet goes out, every secondary packet is
+    /// dropped, and comparison starts again from where the primary is (the secondary is now its copy).
+    public func checkpointDone(now: UInt64) {
+        counters.checkpoints &+= 1
+        for slot in connections.indices where connections[slot].inUse {
+            while !connections[slot].primary.isEmpty { release(connections[slot].primary.popHead(store)) }
+            while !connections[slot].secondary.isEmpty { drop(connections[slot].secondary.popHead(store)) }
+            connections[slot].holding = false
+            if connections[slot].haveBase, TCPSequence.after(connections[slot].primaryEnd, connections[slot].verified) {
+                connections[slot].verified = connections[slot].primaryEnd
+            }
+        }
+    }
+
+    /// The primary is gone: from now on the secondary's output is what the client gets. Held primary packets are
+    /// dropped (the secondary will send the same bytes); held secondary data beyond what was verified is
+    /// released in sequence order.
+    public func failover(now: UInt64) {
+        failedOver = true
+        for slot in connections.indices where connections[slot].inUse {
+            while !connections[slot].primary.isEmpty { drop(connections[slot].primary.popHead(store)) }
+            while !connections[slot].secondary.isEmpty { release(connections[slot].secondary.popHead(store)) }
+        }
+    }
+
+    // MARK: - Connections
+
+    enum Kind: UInt8 {
+        case tcp, datagram, other
+    }
+
+    static func kind(of layout: PacketLayout) -> Kind {
+        if layout.isTCP && layout.transportHeaderComplete { return .tcp }
+        if layout.isIP && !layout.isFragment
+            && (layout.transportProtocol == IPProtocol.udp || layout.transportProtocol == IPProtocol.icmp
+                || layout.transportProtocol == IPProtocol.icmpv6)
+        {
+            return .datagram
+        }
+        return .other
+    }
+
+    /// The key packets of one comparison share: the flow for IP (zone-less: both replicas' copies meet), the
+    /// EtherType for frames without IP.
+    func key(for ref: PacketRef, kind: Kind) -> FlowKey {
+        let meta = store.metadata(ref)
+        let layout = meta.pointee.layout
+        if layout.isIP && (kind != .other || layout.transportHeaderLength > 0) {
+            return FlowKey(packet: store.packet(ref), zone: 0)
+        }
+        if layout.isIP {
+            // Other IP protocols and fragments: by addresses and protocol.
+            var key = FlowKey(packet: store.packet(ref), zone: 0)
+            key.sourcePort = 0
+            key.destinationPort = 0
+            return key
+        }
+        return FlowKey(sourceLow: 0, destinationLow: 0, sourcePort: layout.etherType, destinationPort: 0, zone: 0,
+            protocolNumber: 0, family: 0)
+    }
+
+    func connection(for ref: PacketRef, kind: Kind, now: UInt64) -> Int? {
+        let key = key(for: ref, kind: kind)
+        if let slot = index[key] { return Int(slot) }
+        guard index.count < configuration.maxConnections else {
+            counters.connectionsRefused &+= 1
+            return nil
+        }
+        counters.connectionsCompared &+= 1
+        let connection = CompareConnection(key: key, kind: kind, now: now)
+        let slot: Int
+        if let reused = freeConnections.popLast() {
+            slot = Int(reused)
+            connections[slot] = connection
+        } else {
+            slot = connections.count
+            connections.append(connection)
+        }
+        index[key] = Int32(slot)
+        return slot
+    }
+
+    func free(_ slot: Int) {
+        index[connections[slot].key] = nil
+        connections[slot].inUse = false
+        freeConnections.append(Int32(slot))
+    }
+
+    // MARK: - Output helpers
+
+    /// Sends a packet on; a reassembled datagram goes as the original fragments it stands for.
+    @inline(__always)
+    func release(_ ref: PacketRef) {
+        counters.released &+= 1
+        if store.metadata(ref).pointee.fragmentChain != .max {
+            forEachFragment(of: ref) { released.append($0) }
+            dropped.append(ref)
+            return
+        }
+        released.append(ref)
+    }
+
+    @inline(__always)
+    func drop(_ ref: PacketRef) {
+        counters.dropped &+= 1
+        if store.metadata(ref).pointee.fragmentChain != .max {
+            forEachFragment(of: ref) { dropped.append($0) }
+        }
+        dropped.append(ref)
+    }
+
+    private func forEachFragment(of ref: PacketRef, _ body: (PacketRef) -> Void) {
+        var current = PacketRef(index: store.metadata(ref).pointee.fragmentChain)
+        store.metadata(ref).pointee.fragmentChain = .max
+        while !current.isNone {
+            let next = store.next(current)
+            store.setNext(current, .none)
+            body(current)
+            current = next
+        }
+    }
+
+    /// A fragment whose datagram will not be compared: the primary's goes out uncompared, the secondary's is
+    /// dropped.
+    private func giveUpFragment(_ ref: PacketRef) {
+        counters.malformed &+= 1
+        if store.metadata(ref).pointee.source == .primary {
+            counters.released &+= 1
+            released.append(ref)
+        } else {
+            counters.dropped &+= 1
+            dropped.append(ref)
+        }
+    }
+
+    /// Holds a fragment until its datagram is complete; then returns a stored copy of the datagram that stands
+    /// for its fragments. Nil while incomplete, or when the datagram was refused (its fragments then go on
+    /// uncompared or are dropped).
+    func reassemble(_ ref: PacketRef, zone: UInt16, now: UInt64) -> PacketRef? {
+        let meta = store.metadata(ref)
+        switch reassembler.submit(store.frame(ref), layout: meta.pointee.layout, zone: zone, now: now,
+            token: UInt64(ref.index))
+        {
+        case .notAFragment:
+            return ref
+        case .held:
+            return nil
+        case .dropped(_, let tokens):
+            for token in tokens { giveUpFragment(PacketRef(index: UInt32(truncatingIfNeeded: token))) }
+            return nil
+        case .completed(let datagram):
+            let linkType: LinkType = datagram.layout.network == .ipv6 ? .rawIPv6 : .rawIPv4
+            guard let whole = store.store(datagram.bytes, linkType: linkType, source: meta.pointee.source,
+                receivedAt: now)
+            else {
+                for token in datagram.tokens { giveUpFragment(PacketRef(index: UInt32(truncatingIfNeeded: token))) }
+                return nil
+            }
+            var previous = PacketRef.none
+            for token in datagram.tokens {
+                let fragment = PacketRef(index: UInt32(truncatingIfNeeded: token))
+                store.setNext(fragment, .none)
+                if previous.isNone {
+                    store.metadata(whole).pointee.fragmentChain = fragment.index
+                } else {
+                    store.setNext(previous, fragment)
+                }
+                previous = fragment
+            }
+            return whole
+        }
+    }
+
+    // MARK: - Divergence
+
+    func diverge(
+        _ slot: Int, _ reason: DivergenceReason, primary: PacketRef?, secondary: PacketRef?, streamOffset: UInt64?,
+        now: UInt64
+    ) {
+        counters.divergences &+= 1
+        counters.divergencesByReason[reason, default: 0] &+= 1
+        let action = configuration.onDivergence
+        events.append(makeEvent(slot, reason, primary: primary, secondary: secondary, streamOffset: streamOffset,
+            action: action, now: now))
+        switch action {
+        case .checkpoint:
+            connections[slot].holding = true
+            checkpointRequested = true
+        case .release:
+            // Log it, let the primary's packets go, and compare again from after them: a single differing byte
+            // gives one event, not one per later segment.
+            while !connections[slot].primary.isEmpty { release(connections[slot].primary.popHead(store)) }
+            if connections[slot].kind == .tcp {
+                if TCPSequence.after(connections[slot].primaryEnd, connections[slot].verified) {
+                    connections[slot].verified = connections[slot].primaryEnd
+                }
+                dropVerifiedSecondary(slot)
+            } else if let secondary {
+                connections[slot].secondary.remove(secondary, store)
+                drop(secondary)
+            }
+        }
+    }
+
+    func makeEvent(
+        _ slot: Int, _ reason: DivergenceReason, primary: PacketRef?, secondary: PacketRef?, streamOffset: UInt64?,
+        action: DivergenceAction, now: UInt64
+    ) -> DivergenceEvent {
+        let connection = connections[slot]
+        let key = connection.key
+        var proto = "other"
+        var family = "none"
+        var source: String?
+        var destination: String?
+        var sourcePort: UInt16?
+        var destinationPort: UInt16?
+        if key.family == 4 || key.family == 6 {
+            family = key.family == 4 ? "ipv4" : "ipv6"
+            proto = IPProtocol.name(key.protocolNumber)
+            if proto == "unknown" { proto = String(key.protocolNumber) }
+            source = key.sourceAddress.description
+            destination = key.destinationAddress.description
+            if !key.isICMP && (key.sourcePort != 0 || key.destinationPort != 0) {
+                sourcePort = key.sourcePort
+                destinationPort = key.destinationPort
+            }
+        } else if key.sourcePort == EtherType.arp {
+            proto = "arp"
+        } else {
+            proto = "ethertype-0x" + String(key.sourcePort, radix: 16)
+        }
+        let time = primary.map { store.metadata($0).pointee.receivedAt } ?? secondary.map {
+            store.metadata($0).pointee.receivedAt
+        } ?? now
+        return DivergenceEvent(
+            time: time, reason: reason, proto: proto, family: family, source: source, sourcePort: sourcePort,
+            destination: destination, destinationPort: destinationPort, streamOffset: streamOffset,
+            primary: primary.map(side), secondary: secondary.map(side), action: action)
+    }
+
+    func side(_ ref: PacketRef) -> DivergenceSide {
+        let meta = store.metadata(ref)
+        let frame = Array(store.frame(ref))
+        var seq: UInt32?
+        var bytes = frame
+        var length = frame.count
+        if meta.pointee.parsed {
+            let packet = store.packet(ref)
+            if let tcp = packet.tcp { seq = tcp.sequenceNumber }
+            if meta.pointee.layout.isIP {
+                bytes = Array(packet.payload)
+                length = bytes.count
+            }
+        }
+        return DivergenceSide(
+            seq: seq, length: length, bytes: Array(bytes.prefix(DivergenceEvent.maxHexBytes)), frame: frame,
+            linkType: meta.pointee.linkType, timestamp: meta.pointee.receivedAt)
+    }
+}
+
+/// Per-connection comparison state.
+struct CompareConnection {
+    var key: FlowKey
+    var kind: Comparer.Kind
+    var inUse = true
+    var primary = PacketQueue()
+    var secondary = PacketQueue()
+    var lastActivity: UInt64
+    /// Waiting for a checkpoint after a divergence.
+    var holding = false
+
+    // TCP only.
+    /// `base` and `verified` are set from the first segment seen.
+    var haveBase = false
+    /// Sequence number of the first byte after SYN (stream offsets count from here).
+    var base: UInt32 = 0
+    /// Bytes before this sequence number are equal on both sides (or were released).
+    var verified: UInt32 = 0
+    /// End of the highest primary payload seen.
+    var primaryEnd: UInt32 = 0
+    var secondarySeen = false
+    var primaryFin: UInt32?
+    var secondaryFin: UInt32?
+    var primaryReset = false
+    var secondaryReset = false
+    /// A length divergence was reported; one per connection is enough.
+    var lengthReported = false
+
+    init(key: FlowKey, kind: Comparer.Kind, now: UInt64) {
+        self.key = key
+        self.kind = kind
+        self.lastActivity = now
+    }
+
+    var isClosed: Bool { primaryReset || secondaryReset || (primaryFin != nil && secondaryFin != nil) }
+}
+
+/// A FIFO of packets linked through their metadata (no storage of its own).
+struct PacketQueue {
+    var head = PacketRef.none
+    var tail = PacketRef.none
+    var count = 0
+
+    var isEmpty: Bool { head.isNone }
+
+    mutating func append(_ ref: PacketRef, _ store: PacketStore) {
+        store.setNext(ref, .none)
+        if tail.isNone {
+            head = ref
+        } else {
+            store.setNext(tail, ref)
+        }
+        tail = ref
+        count += 1
+    }
+
+    /// Inserts after `previous` (or at the head when `previous` is none).
+    mutating func insert(_ ref: PacketRef, after previous: PacketRef, _ store: PacketStore) {
+        if previous.isNone {
+            store.setNext(ref, head)
+            head = ref
+        } else {
+            store.setNext(ref, store.next(previous))
+            store.setNext(previous, ref)
+        }
+        if store.next(ref).isNone { tail = ref }
+        count += 1
+    }
+
+    mutating func popHead(_ store: PacketStore) -> PacketRef {
+        let ref = head
+        head = store.next(ref)
+        if head.isNone { tail = .none }
+        store.setNext(ref, .none)
+        count -= 1
+        return ref
+    }
+
+    /// Unlinks `ref` wherever it is; returns false when it is not in the queue.
+    @discardableResult
+    mutating func remove(_ ref: PacketRef, _ store: PacketStore) -> Bool {
+        var previous = PacketRef.none
+        var current = head
+        while !current.isNone {
+            if current == ref {
+                let next = store.next(current)
+                if previous.isNone { head = next } else { store.setNext(previous, next) }
+                if tail == current { tail = previous }
+                store.setNext(current, .none)
+                count -= 1
+                return true
+            }
+            previous = current
+            current = store.next(current)
+        }
+        return false
+    }
+}
+
+/// Sequence-number arithmetic modulo 2^32.
+enum TCPSequence {
+    @inline(__always) static func after(_ a: UInt32, _ b: UInt32) -> Bool { Int32(bitPattern: b &- a) < 0 }
+    @inline(__always) static func before(_ a: UInt32, _ b: UInt32) -> Bool { Int32(bitPattern: a &- b) < 0 }
+    @inline(__always) static func atOrBefore(_ a: UInt32, _ b: UInt32) -> Bool { !after(a, b) }
+}

@@ -1,0 +1,204 @@
+import ColoConntrack
+import ColoPacket
+
+/// Names a packet held by a `PacketStore`.
+public struct PacketRef: Hashable, Sendable {
+    public let index: UInt32
+    @inlinable public init(index: UInt32) { self.index = index }
+    public static let none = PacketRef(index: .max)
+    @inlinable public var isNone: Bool { index == .max }
+}
+
+/// Which replica (or the client) a packet came from, as the stages see it.
+public enum PacketSource: UInt8, Sendable {
+    case client, primary, secondary, other
+}
+
+/// Everything a stage knows about a packet besides its bytes.
+public struct PacketMetadata: Sendable {
+    public var length: Int = 0
+    public var linkType: LinkType = .ethernet
+    public var layout = PacketLayout()
+    /// Whether `layout` describes the bytes (false for packets that did not parse).
+    public var parsed = false
+    public var parseError: ParseError?
+    /// Receive time, nanoseconds (the pipeline's clock).
+    public var receivedAt: UInt64 = 0
+    public var source: PacketSource = .other
+    /// Bytes of virtio-net header in front of the frame (QEMU's vnet_hdr_support); kept to forward unchanged.
+    public var vnetHeaderLength: Int = 0
+    public var track = TrackResult.untracked(zone: 0)
+    /// Intrusive link for the queue the packet sits in (compare queues); `.max` when none.
+    @usableFromInline var next: UInt32 = .max
+    /// For a datagram reassembled by the comparer: the first of the original fragments it stands for (linked
+    /// through their `next`); `.max` otherwise.
+    @usableFromInline var fragmentChain: UInt32 = .max
+}
+
+/// Fixed pool of packet buffers and their metadata: the only place packet memory comes from.
+///
+/// Buffers are allocated once, in two size classes (Ethernet-sized and the largest frame QEMU sends, 69632
+/// bytes), and recycled, so steady-state packet handling allocates nothing. When a class is exhausted `acquire`
+/// returns nil and `refused` counts it: memory is bounded, never grown behind the operator's back.
+public final class PacketStore {
+    /// Frames up to this size take a small buffer.
+    public static let smallSize = 2048
+    /// QEMU's chardev receive limit (4096 + 65536).
+    public static let largeSize = 69632
+
+    public let smallCount: Int
+    public let largeCount: Int
+    private let memory: UnsafeMutableRawPointer
+    private let metadata: UnsafeMutablePointer<PacketMetadata>
+    private let freeList: UnsafeMutablePointer<UInt32>
+    private let counts: UnsafeMutablePointer<Int>  // [freeSmall, freeLarge, refused]
+
+    /// `small` Ethernet-sized buffers and `large` buffers for jumbo/GSO frames.
+    public init(small: Int = 8192, large: Int = 64) {
+        smallCount = max(1, small)
+        largeCount = max(1, large)
+        let total = smallCount + largeCount
+        memory = .allocate(
+            byteCount: smallCount * Self.smallSize + largeCount * Self.largeSize, alignment: 64)
+        metadata = .allocate(capacity: total)
+        metadata.initialize(repeating: PacketMetadata(), count: total)
+        // Free lists: small indices [0, smallCount), large [smallCount, total), each a stack.
+        freeList = .allocate(capacity: total)
+        counts = .allocate(capacity: 3)
+        counts[0] = smallCount
+        counts[1] = largeCount
+        counts[2] = 0
+        // Lay the small stack out in [0, smallCount) and the large one in [smallCount, total).
+        for i in 0..<smallCount { freeList[i] = UInt32(smallCount - 1 - i) }
+        for i in 0..<largeCount { freeList[smallCount + i] = UInt32(total - 1 - i) }
+    }
+
+    deinit {
+        metadata.deinitialize(count: smallCount + largeCount)
+        metadata.deallocate()
+        memory.deallocate()
+        freeList.deallocate()
+        counts.deallocate()
+    }
+
+    /// Packets that could not be stored because the pool was exhausted.
+    public var refused: Int { counts[2] }
+    /// Buffers in use.
+    public var inUse: Int { smallCount + largeCount - counts[0] - counts[1] }
+
+    /// A buffer for a frame of `length` bytes, or nil (counted) when none is free.
+    @inlinable
+    public func acquire(length: Int) -> PacketRef? {
+        acquireSlot(length: length)
+    }
+
+    @usableFromInline
+    func acquireSlot(length: Int) -> PacketRef? {
+        if length <= Self.smallSize && counts[0] > 0 {
+            counts[0] -= 1
+            let index = freeList[counts[0]]
+            reset(index, length: length)
+            return PacketRef(index: index)
+        }
+        if length <= Self.largeSize && counts[1] > 0 {
+            counts[1] -= 1
+            let index = freeList[smallCount + counts[1]]
+            reset(index, length: length)
+            return PacketRef(index: index)
+        }
+        counts[2] += 1
+        return nil
+    }
+
+    @inline(__always)
+    private func reset(_ index: UInt32, length: Int) {
+        metadata[Int(index)] = PacketMetadata()
+        metadata[Int(index)].length = length
+    }
+
+    /// Copies `bytes` into a new buffer and parses them.
+    public func store(
+        _ bytes: UnsafeRawBufferPointer, linkType: LinkType, source: PacketSource, receivedAt: UInt64,
+        vnetHeaderLength: Int = 0
+    ) -> PacketRef? {
+        guard let ref = acquire(length: bytes.count) else { return nil }
+        buffer(ref).copyMemory(from: bytes)
+        metadata[Int(ref.index)].linkType = linkType
+        metadata[Int(ref.index)].source = source
+        metadata[Int(ref.index)].receivedAt = receivedAt
+        metadata[Int(ref.index)].vnetHeaderLength = vnetHeaderLength
+        reparse(ref)
+        return ref
+    }
+
+    /// Parses the frame again (after its bytes changed length or content in a way that moves headers).
+    public func reparse(_ ref: PacketRef) {
+        let m = metadata + Int(ref.index)
+        do {
+            try PacketParser.parse(frame(ref), linkType: m.pointee.linkType, into: &m.pointee.layout)
+            m.pointee.parsed = true
+            m.pointee.parseError = nil
+        } catch {
+            m.pointee.parsed = false
+            m.pointee.parseError = error
+        }
+    }
+
+    /// Returns a buffer to the pool.
+    @inlinable
+    public func release(_ ref: PacketRef) {
+        releaseSlot(ref)
+    }
+
+    @usableFromInline
+    func releaseSlot(_ ref: PacketRef) {
+        let index = Int(ref.index)
+        if index < smallCount {
+            freeList[counts[0]] = ref.index
+            counts[0] += 1
+        } else {
+            freeList[smallCount + counts[1]] = ref.index
+            counts[1] += 1
+        }
+    }
+
+    /// The whole buffer (its capacity), for writing a frame into.
+    @inline(__always)
+    public func buffer(_ ref: PacketRef) -> UnsafeMutableRawBufferPointer {
+        let index = Int(ref.index)
+        if index < smallCount {
+            return UnsafeMutableRawBufferPointer(start: memory + index * Self.smallSize, count: Self.smallSize)
+        }
+        let offset = smallCount * Self.smallSize + (index - smallCount) * Self.largeSize
+        return UnsafeMutableRawBufferPointer(start: memory + offset, count: Self.largeSize)
+    }
+
+    /// The frame's bytes (`length` of them).
+    @inline(__always)
+    public func frame(_ ref: PacketRef) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: buffer(ref)[0..<metadata[Int(ref.index)].length])
+    }
+
+    @inline(__always)
+    public func mutableFrame(_ ref: PacketRef) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(rebasing: buffer(ref)[0..<metadata[Int(ref.index)].length])
+    }
+
+    /// The packet's metadata, in place.
+    @inline(__always)
+    public func metadata(_ ref: PacketRef) -> UnsafeMutablePointer<PacketMetadata> {
+        metadata + Int(ref.index)
+    }
+
+    /// The parsed packet view (only valid when `metadata(ref).pointee.parsed`).
+    @inline(__always)
+    public func packet(_ ref: PacketRef) -> Packet {
+        Packet(bytes: frame(ref), layout: metadata[Int(ref.index)].layout)
+    }
+
+    @inline(__always)
+    func next(_ ref: PacketRef) -> PacketRef { PacketRef(index: metadata[Int(ref.index)].next) }
+
+    @inline(__always)
+    func setNext(_ ref: PacketRef, _ next: PacketRef) { metadata[Int(ref.index)].next = next.index }
+}

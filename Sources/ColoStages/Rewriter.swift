@@ -1,0 +1,213 @@
+import ColoConntrack
+import ColoPacket
+
+/// filter-rewriter (SPEC §4): keeps the secondary's TCP connections in step with the primary's by shifting
+/// sequence numbers by a per-connection offset (secondary ISN − primary ISN).
+///
+/// The state lives in one extension word of the conntrack entries, so it ends with the connection and needs
+/// no table of its own: in the secondary zone's entry the offset (or, before it is known, the secondary's ISN),
+/// in the primary zone's entry the primary's ISN. The offset is learned from whichever comes first: the two
+/// replicas' SYN|ACKs (or SYNs, for connections the guest opens), or the client's ACK completing the handshake
+/// (which carries primary ISN + 1), as QEMU's filter-rewriter does.
+///
+/// Direction conventions: toward the secondary `ack += offset` and the client's SACK edges likewise; from the
+/// secondary `seq -= offset`. The secondary's own ack and SACK edges refer to the client's sequence space, the
+/// same for both replicas, and are left alone. Checksums are updated incrementally (IPv4 and IPv6).
+public final class Rewriter {
+    public let tracker: ConnectionTracker
+    public let primaryZone: UInt16
+    public let secondaryZone: UInt16
+    let slot: ExtensionSlot
+    /// Bumped by a checkpoint: words from an older epoch mean "offset zero" without visiting every entry.
+    private(set) var epoch: UInt16 = 1
+    public private(set) var failedOver = false
+    public internal(set) var counters = RewriterCounters()
+
+    /// Fails only when all of the tracker's extension words are taken.
+    public init?(tracker: ConnectionTracker, primaryZone: UInt16, secondaryZone: UInt16) {
+        guard let slot = tracker.claimExtension(name: "filter-rewriter") else { return nil }
+        self.tracker = tracker
+        self.primaryZone = primaryZone
+        self.secondaryZone = secondaryZone
+        self.slot = slot
+    }
+
+    /// The word's layout: bits 0–31 offset (or an ISN while learning), 32 offset known, 33 ISN recorded,
+    /// 48–63 epoch.
+    struct State {
+        var value: UInt32
+        var offsetKnown: Bool
+        var isnKnown: Bool
+        var epoch: UInt16
+
+        init(_ word: UInt64) {
+            value = UInt32(truncatingIfNeeded: word)
+            offsetKnown = word & (1 << 32) != 0
+            isnKnown = word & (1 << 33) != 0
+            epoch = UInt16(truncatingIfNeeded: word >> 48)
+        }
+
+        var word: UInt64 {
+            UInt64(value) | (offsetKnown ? 1 << 32 : 0) | (isnKnown ? 1 << 33 : 0) | UInt64(epoch) << 48
+        }
+    }
+
+    /// The offset a connection is rewritten with: nil while not learned; 0 after a checkpoint.
+    public func offset(of handle: ConnectionHandle) -> UInt32? {
+        guard let word = tracker.entry(handle)?.extensions[slot] else { return nil }
+        let state = State(word)
+        if state.epoch != epoch { return word == 0 ? nil : 0 }
+        return state.offsetKnown ? state.value : nil
+    }
+
+    /// The offset of the connection whose secondary-zone key (in the replica → client or client → replica
+    /// direction) is `key`.
+    public func offset(of key: FlowKey) -> UInt32? {
+        var zoned = key
+        zoned.zone = secondaryZone
+        guard let (handle, _) = tracker.lookup(zoned) else { return nil }
+        return offset(of: handle)
+    }
+
+    // MARK: - The two directions
+
+    /// A client packet about to go to the secondary: `ack += offset`, SACK edges too. Call before tracking it
+    /// in the secondary's zone (so the tracker sees the secondary's own sequence space).
+    public func rewriteTowardSecondary(_ ref: PacketRef, in store: PacketStore) {
+        let meta = store.metadata(ref)
+        guard meta.pointee.parsed, meta.pointee.layout.isTCP, meta.pointee.layout.transportHeaderComplete else { return }
+        let packet = store.packet(ref)
+        guard let tcp = packet.tcp, tcp.flags.contains(.ack) else { return }
+        guard let (handle, _) = tracker.lookup(FlowKey(packet: packet, zone: secondaryZone)) else { return }
+        var delta: UInt32 = 0
+        tracker.withEntry(handle) { entry in
+            var state = State(entry.extensions[slot])
+            guard entry.extensions[slot] != 0, state.epoch == epoch else { return }
+            if !state.offsetKnown {
+                // The client's ACK of the handshake carries primary ISN + 1.
+                guard state.isnKnown, !failedOver, !tcp.flags.contains(.syn) else { return }
+                state.value = state.value &- (tcp.acknowledgmentNumber &- 1)
+                state.offsetKnown = true
+                state.isnKnown = false
+                entry.extensions[slot] = state.word
+                counters.learned &+= 1
+            }
+            delta = state.value
+        }
+        guard delta != 0 else { return }
+        let bytes = store.mutableFrame(ref)
+        let layout = meta.pointee.layout
+        TCPFieldEditor.addToAcknowledgmentNumber(delta, in: bytes, layout: layout)
+        if layout.transportHeaderLength > 20 { TCPFieldEditor.addToSACKEdges(delta, in: bytes, layout: layout) }
+        counters.rewrittenTowardSecondary &+= 1
+    }
+
+    /// A packet from the secondary, already tracked in its zone: `seq -= offset`. Learns the secondary's ISN
+    /// from its SYN|ACK (or SYN).
+    public func rewriteFromSecondary(_ ref: PacketRef, in store: PacketStore) {
+        let meta = store.metadata(ref)
+        guard meta.pointee.parsed, meta.pointee.layout.isTCP, meta.pointee.layout.transportHeaderComplete else { return }
+        let packet = store.packet(ref)
+        guard let tcp = packet.tcp else { return }
+        let key = FlowKey(packet: packet, zone: secondaryZone)
+        var handle = meta.pointee.track.handle
+        if tracker.entry(handle)?.key.zone != secondaryZone {
+            guard let found = tracker.lookup(key) else { return }
+            handle = found.handle
+        }
+        var delta: UInt32 = 0
+        let syn = tcp.flags.contains(.syn)
+        tracker.withEntry(handle) { entry in
+            var state = State(entry.extensions[slot])
+            if entry.extensions[slot] != 0 && state.epoch != epoch { return }  // checkpointed: offset zero
+            if state.offsetKnown {
+                delta = state.value
+                return
+            }
+            guard syn, !failedOver else { return }
+            state = State(0)
+            state.epoch = epoch
+            state.value = tcp.sequenceNumber
+            state.isnKnown = true
+            if let primaryISN = primaryISN(for: key) {
+                state.value = tcp.sequenceNumber &- primaryISN
+                state.offsetKnown = true
+                state.isnKnown = false
+                delta = state.value
+                counters.learned &+= 1
+            }
+            entry.extensions[slot] = state.word
+        }
+        guard delta != 0 else { return }
+        TCPFieldEditor.addToSequenceNumber(0 &- delta, in: store.mutableFrame(ref), layout: meta.pointee.layout)
+        counters.rewrittenFromSecondary &+= 1
+    }
+
+    /// A packet from the primary (tracked in its zone): its SYN or SYN|ACK gives the primary's ISN, which
+    /// together with the secondary's gives the offset without waiting for the client.
+    public func observePrimary(_ ref: PacketRef, in store: PacketStore) {
+        guard !failedOver else { return }
+        let meta = store.metadata(ref)
+        guard meta.pointee.parsed, meta.pointee.layout.isTCP, meta.pointee.layout.transportHeaderComplete else { return }
+        let packet = store.packet(ref)
+        guard let tcp = packet.tcp, tcp.flags.contains(.syn) else { return }
+        let isn = tcp.sequenceNumber
+        let primaryKey = FlowKey(packet: packet, zone: primaryZone)
+        if let (handle, _) = tracker.lookup(primaryKey) {
+            tracker.withEntry(handle) { entry in
+                var state = State(0)
+                state.epoch = epoch
+                state.value = isn
+                state.isnKnown = true
+                entry.extensions[slot] = state.word
+            }
+        }
+        // If the secondary's ISN is already known, the offset follows now.
+        var secondaryKey = primaryKey
+        secondaryKey.zone = secondaryZone
+        guard let (secondary, _) = tracker.lookup(secondaryKey) else { return }
+        tracker.withEntry(secondary) { entry in
+            var state = State(entry.extensions[slot])
+            guard state.isnKnown, !state.offsetKnown, state.epoch == epoch else { return }
+            state.value = state.value &- isn
+            state.offsetKnown = true
+            state.isnKnown = false
+            entry.extensions[slot] = state.word
+            counters.learned &+= 1
+        }
+    }
+
+    /// The primary's ISN for the connection `key` (a secondary-zone key of a packet from the secondary), if its
+    /// SYN or SYN|ACK has been seen.
+    private func primaryISN(for key: FlowKey) -> UInt32? {
+        var primaryKey = key
+        primaryKey.zone = primaryZone
+        guard let (handle, _) = tracker.lookup(primaryKey), let word = tracker.entry(handle)?.extensions[slot] else {
+            return nil
+        }
+        let state = State(word)
+        return state.isnKnown && state.epoch == epoch ? state.value : nil
+    }
+
+    // MARK: - Checkpoint and failover
+
+    /// After a checkpoint the secondary is a copy of the primary: every offset is zero.
+    public func checkpoint() {
+        epoch = epoch == .max ? 1 : epoch + 1
+        counters.checkpoints &+= 1
+    }
+
+    /// After failover, tracked connections keep their offsets; new connections are left alone.
+    public func failover() {
+        failedOver = true
+    }
+}
+
+/// What the rewriter has done.
+public struct RewriterCounters: Sendable, Equatable {
+    public var learned: UInt64 = 0
+    public var rewrittenTowardSecondary: UInt64 = 0
+    public var rewrittenFromSecondary: UInt64 = 0
+    public var checkpoints: UInt64 = 0
+    public init() {}
+}
