@@ -26,7 +26,7 @@ extension Comparer {
         return UnsafeRawBufferPointer(rebasing: store.frame(ref)[layout.payloadOffset..<layout.payloadEnd])
     }
 
-    /// Sets the stream origin from the first segment of either side (a SYN gives ISN + 1).
+    /// Sets the stream origin from the primary's first segment (a SYN gives ISN + 1).
     @inline(__always)
     func establishBase(_ slot: Int, _ s: Segment) {
         if !connections[slot].haveBase {
@@ -70,7 +70,16 @@ extension Comparer {
     func secondaryTCP(_ ref: PacketRef, slot: Int, now: UInt64) {
         let s = segment(ref)
         connections[slot].secondarySeen = true
-        establishBase(slot, s)
+        // The stream origin comes from the primary only: a secondary segment whose offset is not yet known is
+        // still in the secondary's own sequence space.
+        if !connections[slot].haveBase {
+            if s.length > 0 && !s.flags.contains(.rst) && !connections[slot].holding {
+                connections[slot].secondary.append(ref, store)
+            } else {
+                drop(ref)
+            }
+            return
+        }
         if s.flags.contains(.fin) { connections[slot].secondaryFin = s.end }
         if connections[slot].holding {
             drop(ref)

@@ -22,6 +22,12 @@ public final class Rewriter {
     private(set) var epoch: UInt16 = 1
     public private(set) var failedOver = false
     public internal(set) var counters = RewriterCounters()
+    /// ISNs from SYNs and SYN|ACKs seen before the proxy tracked their connection, by zone-less key: impossible
+    /// live (the client's SYN is tracked before the replicas get it) but common in captures recorded with a
+    /// little clock skew, or without the client's side. Bounded; oldest forgotten first.
+    private var earlyISNs: [FlowKey: (primary: UInt32?, secondary: UInt32?)] = [:]
+    private var earlyOrder: [FlowKey] = []
+    static let earlyISNLimit = 1024
 
     /// Fails only when all of the tracker's extension words are taken.
     public init?(tracker: ConnectionTracker, primaryZone: UInt16, secondaryZone: UInt16) {
@@ -80,7 +86,9 @@ public final class Rewriter {
         guard let tcp = packet.tcp, tcp.flags.contains(.ack) else { return }
         guard let (handle, _) = tracker.lookup(FlowKey(packet: packet, zone: secondaryZone)) else { return }
         var delta: UInt32 = 0
+        let towardKey = FlowKey(packet: packet, zone: secondaryZone)
         tracker.withEntry(handle) { entry in
+            if entry.extensions[slot] == 0 { adoptEarlyISN(towardKey, into: &entry) }
             var state = State(entry.extensions[slot])
             guard entry.extensions[slot] != 0, state.epoch == epoch else { return }
             if !state.offsetKnown {
@@ -112,12 +120,18 @@ public final class Rewriter {
         let key = FlowKey(packet: packet, zone: secondaryZone)
         var handle = meta.pointee.track.handle
         if tracker.entry(handle)?.key.zone != secondaryZone {
-            guard let found = tracker.lookup(key) else { return }
+            guard let found = tracker.lookup(key) else {
+                if tcp.flags.contains(.syn) && !failedOver {
+                    rememberEarlyISN(key, tcp.sequenceNumber, fromPrimary: false)
+                }
+                return
+            }
             handle = found.handle
         }
         var delta: UInt32 = 0
         let syn = tcp.flags.contains(.syn)
         tracker.withEntry(handle) { entry in
+            if entry.extensions[slot] == 0 && !syn { adoptEarlyISN(key, into: &entry) }
             var state = State(entry.extensions[slot])
             if entry.extensions[slot] != 0 && state.epoch != epoch { return }  // checkpointed: offset zero
             if state.offsetKnown {
@@ -129,7 +143,9 @@ public final class Rewriter {
             state.epoch = epoch
             state.value = tcp.sequenceNumber
             state.isnKnown = true
-            if let primaryISN = primaryISN(for: key) {
+            var early = key
+            early.zone = 0
+            if let primaryISN = primaryISN(for: key) ?? earlyISNs[early]?.primary {
                 state.value = tcp.sequenceNumber &- primaryISN
                 state.offsetKnown = true
                 state.isnKnown = false
@@ -161,12 +177,15 @@ public final class Rewriter {
                 state.isnKnown = true
                 entry.extensions[slot] = state.word
             }
+        } else {
+            rememberEarlyISN(primaryKey, isn, fromPrimary: true)
         }
         // If the secondary's ISN is already known, the offset follows now.
         var secondaryKey = primaryKey
         secondaryKey.zone = secondaryZone
         guard let (secondary, _) = tracker.lookup(secondaryKey) else { return }
         tracker.withEntry(secondary) { entry in
+            if entry.extensions[slot] == 0 { adoptEarlyISN(secondaryKey, into: &entry) }
             var state = State(entry.extensions[slot])
             guard state.isnKnown, !state.offsetKnown, state.epoch == epoch else { return }
             state.value = state.value &- isn
@@ -174,6 +193,47 @@ public final class Rewriter {
             state.isnKnown = false
             entry.extensions[slot] = state.word
             counters.learned &+= 1
+        }
+    }
+
+    /// Remembers an ISN for a connection the tracker does not hold yet (the key of the replica's SYN or
+    /// SYN|ACK, any zone).
+    private func rememberEarlyISN(_ key: FlowKey, _ isn: UInt32, fromPrimary: Bool) {
+        var key = key
+        key.zone = 0
+        if earlyISNs[key] == nil {
+            if earlyOrder.count >= Self.earlyISNLimit { earlyISNs[earlyOrder.removeFirst()] = nil }
+            earlyOrder.append(key)
+            earlyISNs[key] = (nil, nil)
+        }
+        if fromPrimary { earlyISNs[key]?.primary = isn } else { earlyISNs[key]?.secondary = isn }
+    }
+
+    /// Fills an unlearned secondary-zone entry from early ISNs (and the primary zone's entry): the offset when
+    /// both ISNs are known, else the secondary's ISN.
+    private func adoptEarlyISN(_ key: FlowKey, into entry: inout ConnectionEntry) {
+        guard !earlyISNs.isEmpty else { return }
+        var forward = key
+        forward.zone = 0
+        for candidate in [forward, forward.reversed()] {
+            guard let early = earlyISNs[candidate], let secondaryISN = early.secondary else { continue }
+            var primaryKey = candidate
+            primaryKey.zone = primaryZone
+            let primaryISN = early.primary ?? self.primaryISN(for: primaryKey)
+            var state = State(0)
+            state.epoch = epoch
+            if let primaryISN {
+                state.value = secondaryISN &- primaryISN
+                state.offsetKnown = true
+                counters.learned &+= 1
+                earlyISNs[candidate] = nil
+                earlyOrder.removeAll { $0 == candidate }
+            } else {
+                state.value = secondaryISN
+                state.isnKnown = true
+            }
+            entry.extensions[slot] = state.word
+            return
         }
     }
 
