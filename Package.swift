@@ -75,6 +75,13 @@ let package = Package(
             name: "ColoStagesTests",
             dependencies: ["ColoStages", "ColoConntrack", "ColoPacket", "ColoPacketBuilder", "ColoCapture"]
         ),
+        .testTarget(
+            name: "ColoCLITests",
+            dependencies: [
+                "ColoCLI", "ColoStages", "ColoCapture",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .testTarget(name: "ColoNetfilterTests", dependencies: ["ColoNetfilter", "ColoTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
