@@ -38,6 +38,18 @@ let package = Package(
             path: "Benchmarks/ConntrackBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        .executableTarget(
+            name: "StagesBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "ColoPacket", package: mainPackage),
+                .product(name: "ColoPacketBuilder", package: mainPackage),
+                .product(name: "ColoConntrack", package: mainPackage),
+                .product(name: "ColoStages", package: mainPackage),
+            ],
+            path: "Benchmarks/StagesBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
         // A plain loop to run under `perf record` (the benchmark runner mixes setup and statistics into profiles).
         .executableTarget(
             name: "ConntrackProfile",

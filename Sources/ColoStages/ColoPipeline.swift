@@ -31,14 +31,23 @@ public final class ColoPipeline {
     public var rewriterEnabled = true
 
     /// Packets for the client, the primary and the secondary, in order.
-    public var toClient: [PacketRef] = []
-    public var toPrimary: [PacketRef] = []
-    public var toSecondary: [PacketRef] = []
+    @exclusivity(unchecked) public var toClient: [PacketRef] = []
+    @exclusivity(unchecked) public var toPrimary: [PacketRef] = []
+    @exclusivity(unchecked) public var toSecondary: [PacketRef] = []
     /// Mirror copies that could not be made because the store was full.
-    public private(set) var mirrorRefused: UInt64 = 0
+    @exclusivity(unchecked) public private(set) var mirrorRefused: UInt64 = 0
+
+    /// The tracker configuration the pipeline uses unless told otherwise: the defaults, but without checksum
+    /// verification. Every byte the replicas send is compared anyway, the client's stack verifies what it
+    /// receives, and verifying would double the per-byte cost of the proxy.
+    public static var defaultConntrack: ConntrackConfiguration {
+        var configuration = ConntrackConfiguration()
+        configuration.checksumValidation = false
+        return configuration
+    }
 
     public init(
-        store: PacketStore, conntrack: ConntrackConfiguration = ConntrackConfiguration(),
+        store: PacketStore, conntrack: ConntrackConfiguration = ColoPipeline.defaultConntrack,
         compare: CompareConfiguration = CompareConfiguration()
     ) {
         self.store = store
@@ -46,7 +55,7 @@ public final class ColoPipeline {
         self.frontEnd = FragmentAwareTracker(tracker: tracker)
         // A fresh tracker always has a free extension word.
         self.rewriter = Rewriter(tracker: tracker, primaryZone: Self.primaryZone, secondaryZone: Self.secondaryZone)!
-        self.comparer = Comparer(configuration: compare, store: store)
+        self.comparer = Comparer(configuration: compare, store: store, tracker: tracker)
     }
 
     /// A packet from the client: on to the primary, and a rewritten copy to the secondary.

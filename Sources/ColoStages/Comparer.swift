@@ -54,13 +54,13 @@ public struct CompareCounters: Sendable, Equatable {
 public final class Comparer {
     public let configuration: CompareConfiguration
     public let store: PacketStore
-    public internal(set) var counters = CompareCounters()
+    @exclusivity(unchecked) public internal(set) var counters = CompareCounters()
 
     /// Primary packets to send to the client, in order.
-    public var released: [PacketRef] = []
+    @exclusivity(unchecked) public var released: [PacketRef] = []
     /// Packets to return to the store.
-    public var dropped: [PacketRef] = []
-    public var events: [DivergenceEvent] = []
+    @exclusivity(unchecked) public var dropped: [PacketRef] = []
+    @exclusivity(unchecked) public var events: [DivergenceEvent] = []
     /// Set when a divergence asks the controller for a checkpoint (cleared by the caller).
     public var checkpointRequested = false
     /// After failover the secondary's output goes to the client and nothing is compared.
@@ -68,14 +68,25 @@ public final class Comparer {
 
     /// Fragments are compared as the datagrams they make up; each side's are reassembled in its own zone.
     let reassembler = FragmentReassembler()
-    var connections: [CompareConnection] = []
-    var freeConnections: [Int32] = []
-    var index: [FlowKey: Int32] = [:]
-    private var lastScan: UInt64 = 0
+    // Run-time exclusivity checks on these class properties cost more than the work per packet; the comparer
+    // is confined to one thread and never hands out references into them.
+    @exclusivity(unchecked) var connections: [CompareConnection] = []
+    @exclusivity(unchecked) var freeConnections: [Int32] = []
+    @exclusivity(unchecked) var index: [FlowKey: Int32] = [:]
+    @exclusivity(unchecked) private var lastScan: UInt64 = 0
+    /// With a tracker, each tracked connection remembers its comparison slot in an extension word, so packets
+    /// carrying a conntrack handle need no hash lookup here.
+    let tracker: ConnectionTracker?
+    let extensionSlot: ExtensionSlot?
 
-    public init(configuration: CompareConfiguration = CompareConfiguration(), store: PacketStore) {
+    public init(
+        configuration: CompareConfiguration = CompareConfiguration(), store: PacketStore,
+        tracker: ConnectionTracker? = nil
+    ) {
         self.configuration = configuration
         self.store = store
+        self.tracker = tracker
+        self.extensionSlot = tracker?.claimExtension(name: "colo-compare")
         released.reserveCapacity(256)
         dropped.reserveCapacity(256)
         index.reserveCapacity(min(configuration.maxConnections, 4096))
@@ -250,6 +261,26 @@ public final class Comparer {
     }
 
     func connection(for ref: PacketRef, kind: Kind, now: UInt64) -> Int? {
+        let handle = store.metadata(ref).pointee.track.handle
+        if let tracker, let extensionSlot, !handle.isNone {
+            // word: generation << 32 | (slot + 1)
+            let word = tracker.withEntry(handle) { $0.extensions[extensionSlot] } ?? 0
+            let slot = Int(word & 0xFFFF_FFFF) - 1
+            if slot >= 0, slot < connections.count, connections[slot].inUse,
+                UInt32(truncatingIfNeeded: word >> 32) == connections[slot].generation
+            {
+                return slot
+            }
+        }
+        let slot = lookupOrCreate(ref, kind: kind, now: now)
+        if let slot, let tracker, let extensionSlot, !handle.isNone {
+            let word = UInt64(connections[slot].generation) << 32 | UInt64(slot + 1)
+            tracker.withEntry(handle) { $0.extensions[extensionSlot] = word }
+        }
+        return slot
+    }
+
+    private func lookupOrCreate(_ ref: PacketRef, kind: Kind, now: UInt64) -> Int? {
         let key = key(for: ref, kind: kind)
         if let slot = index[key] { return Int(slot) }
         guard index.count < configuration.maxConnections else {
@@ -257,10 +288,11 @@ public final class Comparer {
             return nil
         }
         counters.connectionsCompared &+= 1
-        let connection = CompareConnection(key: key, kind: kind, now: now)
+        var connection = CompareConnection(key: key, kind: kind, now: now)
         let slot: Int
         if let reused = freeConnections.popLast() {
             slot = Int(reused)
+            connection.generation = connections[slot].generation &+ 1
             connections[slot] = connection
         } else {
             slot = connections.count
@@ -453,6 +485,8 @@ struct CompareConnection {
     var key: FlowKey
     var kind: Comparer.Kind
     var inUse = true
+    /// Changes each time the slot is reused, so extension words naming an old connection are recognised.
+    var generation: UInt32 = 0
     var primary = PacketQueue()
     var secondary = PacketQueue()
     var lastActivity: UInt64

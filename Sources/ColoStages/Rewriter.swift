@@ -21,7 +21,7 @@ public final class Rewriter {
     /// Bumped by a checkpoint: words from an older epoch mean "offset zero" without visiting every entry.
     private(set) var epoch: UInt16 = 1
     public private(set) var failedOver = false
-    public internal(set) var counters = RewriterCounters()
+    @exclusivity(unchecked) public internal(set) var counters = RewriterCounters()
     /// ISNs from SYNs and SYN|ACKs seen before the proxy tracked their connection, by zone-less key: impossible
     /// live (the client's SYN is tracked before the replicas get it) but common in captures recorded with a
     /// little clock skew, or without the client's side. Bounded; oldest forgotten first.
