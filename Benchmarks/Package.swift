@@ -57,6 +57,7 @@ let package = Package(
                 .product(name: "ColoPacket", package: mainPackage),
                 .product(name: "ColoPacketBuilder", package: mainPackage),
                 .product(name: "ColoConntrack", package: mainPackage),
+                .product(name: "ColoStages", package: mainPackage),
             ],
             path: "Benchmarks/ConntrackProfile"
         ),

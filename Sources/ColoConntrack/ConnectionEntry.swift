@@ -92,10 +92,12 @@ public struct ConnectionExtensions: Sendable, Equatable {
     }
 }
 
-/// A word of `ConnectionExtensions` claimed by one stage.
+/// A word of `ConnectionExtensions` claimed by one stage. A plain index (no name stored here: copying a String
+/// would cost a reference count per packet); `ConnectionTracker.extensionNames` says who claimed which.
 public struct ExtensionSlot: Sendable, Hashable {
     public let index: Int
-    public let name: String
+    /// Stages get slots from `ConnectionTracker.claimExtension`; this is for placeholders only.
+    public init(index: Int) { self.index = min(max(index, 0), ConnectionExtensions.count - 1) }
 }
 
 /// One tracked connection. Lives in the table's storage; reached through a `ConnectionHandle`.

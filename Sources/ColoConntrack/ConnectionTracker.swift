@@ -18,7 +18,7 @@ public final class ConnectionTracker {
     private let counterStorage: UnsafeMutablePointer<ConntrackCounters>
     public var counters: ConntrackCounters { counterStorage.pointee }
     /// Called for every created, changed and destroyed connection. Keep it cheap: it runs on the data path.
-    public var eventHandler: ((ConntrackEventKind, ConnectionEntry, UInt64) -> Void)?
+    @exclusivity(unchecked) public var eventHandler: ((ConntrackEventKind, ConnectionEntry, UInt64) -> Void)?
 
     let table: ConnectionTable
     /// Copied out of `configuration` so the per-packet path reads plain stored values (no dictionary access).
@@ -30,8 +30,9 @@ public final class ConnectionTracker {
     private let zoneCounts: UnsafeMutablePointer<Int32>
     private let hasZoneLimits: Bool
     private let batchKeys: UnsafeMutablePointer<FlowKey>
-    private var expiryCursor = 0
-    private var claimedExtensions: [ExtensionSlot] = []
+    @exclusivity(unchecked) private var expiryCursor = 0
+    /// Who claimed each extension word, in order.
+    public private(set) var extensionNames: [String] = []
 
     public init(configuration: ConntrackConfiguration = ConntrackConfiguration()) {
         self.configuration = configuration
@@ -70,10 +71,9 @@ public final class ConnectionTracker {
 
     /// Reserves one of the entry's extension words for a stage. Claim at configuration time, not per packet.
     public func claimExtension(name: String) -> ExtensionSlot? {
-        guard claimedExtensions.count < ConnectionExtensions.count else { return nil }
-        let slot = ExtensionSlot(index: claimedExtensions.count, name: name)
-        claimedExtensions.append(slot)
-        return slot
+        guard extensionNames.count < ConnectionExtensions.count else { return nil }
+        extensionNames.append(name)
+        return ExtensionSlot(index: extensionNames.count - 1)
     }
 
     // MARK: - Access for later stages

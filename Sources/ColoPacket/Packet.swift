@@ -18,26 +18,26 @@ public struct Packet {
         self.layout = layout
     }
 
-    public var ethernet: EthernetHeader? { layout.linkType == .ethernet ? EthernetHeader(bytes.slice(0, 14)) : nil }
-    public var arp: ARPHeader? { layout.network == .arp ? ARPHeader(networkBytes) : nil }
-    public var ipv4: IPv4Header? { layout.network == .ipv4 ? IPv4Header(networkBytes) : nil }
-    public var ipv6: IPv6Header? { layout.network == .ipv6 ? IPv6Header(networkBytes) : nil }
+    @inlinable public var ethernet: EthernetHeader? { layout.linkType == .ethernet ? EthernetHeader(bytes.slice(0, 14)) : nil }
+    @inlinable public var arp: ARPHeader? { layout.network == .arp ? ARPHeader(networkBytes) : nil }
+    @inlinable public var ipv4: IPv4Header? { layout.network == .ipv4 ? IPv4Header(networkBytes) : nil }
+    @inlinable public var ipv6: IPv6Header? { layout.network == .ipv6 ? IPv6Header(networkBytes) : nil }
 
-    public var tcp: TCPHeader? {
+    @inlinable public var tcp: TCPHeader? {
         guard layout.isTCP, layout.transportHeaderComplete else { return nil }
         return TCPHeader(transportBytes)
     }
-    public var udp: UDPHeader? {
+    @inlinable public var udp: UDPHeader? {
         guard layout.isUDP, layout.transportHeaderComplete else { return nil }
         return UDPHeader(transportBytes)
     }
-    public var icmpv4: ICMPv4Header? {
+    @inlinable public var icmpv4: ICMPv4Header? {
         guard layout.network == .ipv4, layout.transportProtocol == IPProtocol.icmp, layout.transportHeaderLength > 0,
             layout.transportHeaderComplete
         else { return nil }
         return ICMPv4Header(transportBytes)
     }
-    public var icmpv6: ICMPv6Header? {
+    @inlinable public var icmpv6: ICMPv6Header? {
         guard layout.network == .ipv6, layout.transportProtocol == IPProtocol.icmpv6,
             layout.transportHeaderLength > 0, layout.transportHeaderComplete
         else { return nil }

@@ -28,7 +28,7 @@ public final class ColoPipeline {
     public let rewriter: Rewriter
     public let comparer: Comparer
     /// Whether the rewriter stage is on (`filter-rewriter ... status=`).
-    public var rewriterEnabled = true
+    @exclusivity(unchecked) public var rewriterEnabled = true
 
     /// Packets for the client, the primary and the secondary, in order.
     @exclusivity(unchecked) public var toClient: [PacketRef] = []

@@ -62,9 +62,9 @@ public final class Comparer {
     @exclusivity(unchecked) public var dropped: [PacketRef] = []
     @exclusivity(unchecked) public var events: [DivergenceEvent] = []
     /// Set when a divergence asks the controller for a checkpoint (cleared by the caller).
-    public var checkpointRequested = false
+    @exclusivity(unchecked) public var checkpointRequested = false
     /// After failover the secondary's output goes to the client and nothing is compared.
-    public private(set) var failedOver = false
+    @exclusivity(unchecked) public private(set) var failedOver = false
 
     /// Fragments are compared as the datagrams they make up; each side's are reassembled in its own zone.
     let reassembler = FragmentReassembler()
@@ -76,8 +76,10 @@ public final class Comparer {
     @exclusivity(unchecked) private var lastScan: UInt64 = 0
     /// With a tracker, each tracked connection remembers its comparison slot in an extension word, so packets
     /// carrying a conntrack handle need no hash lookup here.
-    let tracker: ConnectionTracker?
-    let extensionSlot: ExtensionSlot?
+    let tracker: ConnectionTracker
+    let extensionSlot: ExtensionSlot
+    /// False when no tracker was given: then every packet is looked up by key.
+    let usesExtensions: Bool
 
     public init(
         configuration: CompareConfiguration = CompareConfiguration(), store: PacketStore,
@@ -85,8 +87,10 @@ public final class Comparer {
     ) {
         self.configuration = configuration
         self.store = store
-        self.tracker = tracker
-        self.extensionSlot = tracker?.claimExtension(name: "colo-compare")
+        let claimed = tracker?.claimExtension(name: "colo-compare")
+        self.tracker = tracker ?? ConnectionTracker()
+        self.extensionSlot = claimed ?? ExtensionSlot(index: 0)
+        self.usesExtensions = claimed != nil
         released.reserveCapacity(256)
         dropped.reserveCapacity(256)
         index.reserveCapacity(min(configuration.maxConnections, 4096))
@@ -262,7 +266,7 @@ public final class Comparer {
 
     func connection(for ref: PacketRef, kind: Kind, now: UInt64) -> Int? {
         let handle = store.metadata(ref).pointee.track.handle
-        if let tracker, let extensionSlot, !handle.isNone {
+        if usesExtensions, !handle.isNone {
             // word: generation << 32 | (slot + 1)
             let word = tracker.withEntry(handle) { $0.extensions[extensionSlot] } ?? 0
             let slot = Int(word & 0xFFFF_FFFF) - 1
@@ -273,7 +277,7 @@ public final class Comparer {
             }
         }
         let slot = lookupOrCreate(ref, kind: kind, now: now)
-        if let slot, let tracker, let extensionSlot, !handle.isNone {
+        if let slot, usesExtensions, !handle.isNone {
             let word = UInt64(connections[slot].generation) << 32 | UInt64(slot + 1)
             tracker.withEntry(handle) { $0.extensions[extensionSlot] = word }
         }

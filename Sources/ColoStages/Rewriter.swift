@@ -19,14 +19,14 @@ public final class Rewriter {
     public let secondaryZone: UInt16
     let slot: ExtensionSlot
     /// Bumped by a checkpoint: words from an older epoch mean "offset zero" without visiting every entry.
-    private(set) var epoch: UInt16 = 1
-    public private(set) var failedOver = false
+    @exclusivity(unchecked) private(set) var epoch: UInt16 = 1
+    @exclusivity(unchecked) public private(set) var failedOver = false
     @exclusivity(unchecked) public internal(set) var counters = RewriterCounters()
     /// ISNs from SYNs and SYN|ACKs seen before the proxy tracked their connection, by zone-less key: impossible
     /// live (the client's SYN is tracked before the replicas get it) but common in captures recorded with a
     /// little clock skew, or without the client's side. Bounded; oldest forgotten first.
-    private var earlyISNs: [FlowKey: (primary: UInt32?, secondary: UInt32?)] = [:]
-    private var earlyOrder: [FlowKey] = []
+    @exclusivity(unchecked) private var earlyISNs: [FlowKey: (primary: UInt32?, secondary: UInt32?)] = [:]
+    @exclusivity(unchecked) private var earlyOrder: [FlowKey] = []
     static let earlyISNLimit = 1024
 
     /// Fails only when all of the tracker's extension words are taken.

@@ -17,6 +17,22 @@ if mode == "layout" {
     exit(0)
 }
 let seconds = CommandLine.arguments.count > 2 ? Double(CommandLine.arguments[2]) ?? 5 : 5
+if mode == "stages" {
+    let payload = CommandLine.arguments.count > 3 ? Int(CommandLine.arguments[3]) ?? 100 : 100
+    let generator = StreamGenerator(payloadSize: payload)
+    let clock = ContinuousClock()
+    let start = clock.now
+    let deadline = start.advanced(by: .milliseconds(Int(seconds * 1000)))
+    var pairs = 0
+    while clock.now < deadline {
+        generator.run(pairs: 100_000)
+        pairs += 100_000
+    }
+    let elapsed = clock.now - start
+    let ns = Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9
+    print("stages \(payload)-byte: \(pairs) pairs, \(ns / Double(pairs)) ns/pair, events \(generator.pipeline.comparer.events.count)")
+    exit(0)
+}
 
 var c = TCPSpec(sourcePort: 1024, destinationPort: 80, sequenceNumber: 1000, flags: .syn, options: [.windowScale(7)])
 let client = IPv4Spec(source: IPv4Address(10, 0, 0, 1), destination: IPv4Address(192, 168, 100, 1))
