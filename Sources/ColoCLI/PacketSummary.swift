@@ -1,5 +1,6 @@
 import ColoConntrack
 import ColoPacket
+import ColoStages
 
 /// One-line descriptions of packets, in the spirit of tcpdump's, for the `conntrack` and `replay` outputs.
 enum PacketSummary {
@@ -104,24 +105,5 @@ enum PacketSummary {
     }
 }
 
-/// Minimal JSON string escaping for our one-line outputs (no Foundation encoder on the per-packet path).
-func jsonString(_ text: String) -> String {
-    var out = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if scalar.value < 0x20 {
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
-        }
-    }
-    return out + "\""
-}
+/// A JSON string literal; the same escaping as the divergence events.
+func jsonString(_ text: String) -> String { DivergenceEvent.quote(text) }

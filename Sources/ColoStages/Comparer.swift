@@ -115,61 +115,51 @@ public final class Comparer {
     /// A packet the primary sent (toward the client).
     public func primary(_ ref: PacketRef, now: UInt64) {
         counters.primaryPackets &+= 1
-        if failedOver {
-            drop(ref)
-            return
-        }
-        let meta = store.metadata(ref)
-        guard meta.pointee.parsed else {
-            counters.malformed &+= 1
-            release(ref)
-            return
-        }
-        var ref = ref
-        if meta.pointee.layout.isFragment {
-            guard let whole = reassemble(ref, zone: 1, now: now) else { return }
-            ref = whole
-        }
-        let kind = Self.kind(of: store.metadata(ref).pointee.layout)
-        guard let slot = connection(for: ref, kind: kind, now: now) else {
-            release(ref)
-            return
-        }
-        connections[slot].lastActivity = now
-        switch kind {
-        case .tcp: primaryTCP(ref, slot: slot, now: now)
-        case .datagram, .other: primaryDatagram(ref, slot: slot, now: now)
-        }
+        ingest(ref, fromPrimary: true, now: now)
     }
 
     /// A packet the secondary sent, already rewritten into the primary's sequence space.
     public func secondary(_ ref: PacketRef, now: UInt64) {
         counters.secondaryPackets &+= 1
+        ingest(ref, fromPrimary: false, now: now)
+    }
+
+    /// What both sides share: after failover the secondary's packets go out and the primary's are dropped;
+    /// packets that cannot be compared (unparsable, refused fragments, no room for their connection) go out
+    /// from the primary and are dropped from the secondary.
+    private func ingest(_ ref: PacketRef, fromPrimary: Bool, now: UInt64) {
         if failedOver {
-            release(ref)
+            if fromPrimary { drop(ref) } else { release(ref) }
             return
         }
         let meta = store.metadata(ref)
         guard meta.pointee.parsed else {
             counters.malformed &+= 1
-            drop(ref)
+            passUncompared(ref, fromPrimary: fromPrimary)
             return
         }
         var ref = ref
         if meta.pointee.layout.isFragment {
-            guard let whole = reassemble(ref, zone: 2, now: now) else { return }
+            guard let whole = reassemble(ref, zone: fromPrimary ? 1 : 2, now: now) else { return }
             ref = whole
         }
         let kind = Self.kind(of: store.metadata(ref).pointee.layout)
         guard let slot = connection(for: ref, kind: kind, now: now) else {
-            drop(ref)
+            passUncompared(ref, fromPrimary: fromPrimary)
             return
         }
         connections[slot].lastActivity = now
-        switch kind {
-        case .tcp: secondaryTCP(ref, slot: slot, now: now)
-        case .datagram, .other: secondaryDatagram(ref, slot: slot, now: now)
+        switch (kind, fromPrimary) {
+        case (.tcp, true): primaryTCP(ref, slot: slot, now: now)
+        case (.tcp, false): secondaryTCP(ref, slot: slot, now: now)
+        case (_, true): primaryDatagram(ref, slot: slot, now: now)
+        case (_, false): secondaryDatagram(ref, slot: slot, now: now)
         }
+    }
+
+    @inline(__always)
+    private func passUncompared(_ ref: PacketRef, fromPrimary: Bool) {
+        if fromPrimary { release(ref) } else { drop(ref) }
     }
 
     /// Looks for primary packets older than `compareTimeout` and forgets idle connections. Does the work at most

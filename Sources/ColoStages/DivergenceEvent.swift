@@ -98,7 +98,8 @@ public struct DivergenceEvent: Sendable, Equatable {
         return String(decoding: out, as: UTF8.self)
     }
 
-    static func quote(_ text: String) -> String {
+    /// `text` as a JSON string literal (quotes and escapes), for the one-line JSON outputs.
+    public static func quote(_ text: String) -> String {
         var out = "\""
         for scalar in text.unicodeScalars {
             switch scalar {
