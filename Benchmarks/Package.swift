@@ -38,9 +38,21 @@ let package = Package(
             path: "Benchmarks/ConntrackBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        // The generated replica streams both the stages benchmark and the profiling loop run.
+        .target(
+            name: "StagesSupport",
+            dependencies: [
+                .product(name: "ColoPacket", package: mainPackage),
+                .product(name: "ColoPacketBuilder", package: mainPackage),
+                .product(name: "ColoConntrack", package: mainPackage),
+                .product(name: "ColoStages", package: mainPackage),
+            ],
+            path: "Benchmarks/StagesSupport"
+        ),
         .executableTarget(
             name: "StagesBenchmarks",
             dependencies: [
+                "StagesSupport",
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "ColoPacket", package: mainPackage),
                 .product(name: "ColoPacketBuilder", package: mainPackage),
@@ -58,6 +70,7 @@ let package = Package(
                 .product(name: "ColoPacketBuilder", package: mainPackage),
                 .product(name: "ColoConntrack", package: mainPackage),
                 .product(name: "ColoStages", package: mainPackage),
+                "StagesSupport",
             ],
             path: "Benchmarks/ConntrackProfile"
         ),

@@ -1,6 +1,7 @@
 import ColoConntrack
 import ColoPacket
 import ColoPacketBuilder
+import StagesSupport
 import Glibc
 
 // Usage: ConntrackProfile [same|commit|layout] [seconds]. Tracks one established flow over and over (or commits new

@@ -3,109 +3,12 @@ import ColoConntrack
 import ColoPacket
 import ColoPacketBuilder
 import ColoStages
+import StagesSupport
 
 // Rewriter + compare on a generated stream: 64 connections, each replica sending the same bytes with its own
 // ISN. One benchmark iteration is `scaledIterations` packet *pairs* (one primary and one secondary segment),
 // taken round-robin over the connections; each pair is stored (copied into the packet store as a port would),
 // parsed, tracked in its replica's zone, rewritten (secondary), compared, and the released primary collected.
-
-let connectionCount = 64
-
-/// One connection's templates and running sequence numbers.
-struct GeneratedConnection {
-    var primaryFrame: [UInt8]
-    var secondaryFrame: [UInt8]
-    var primarySeq: UInt32
-    var secondarySeq: UInt32
-    let layout: PacketLayout
-}
-
-final class StreamGenerator {
-    let store = PacketStore(small: 8192, large: 16)
-    let pipeline: ColoPipeline
-    var connections: [GeneratedConnection] = []
-    let payloadSize: Int
-
-    init(payloadSize: Int) {
-        self.payloadSize = payloadSize
-        pipeline = ColoPipeline(store: store)
-        let client = IPv4Address(10, 10, 0, 1)
-        let replica = IPv4Address(10, 10, 0, 2)
-        let payload = [UInt8](repeating: 0x5A, count: payloadSize)
-        for n in 0..<connectionCount {
-            let port = UInt16(40000 + n)
-            let primaryISN = UInt32(1_000_000 + n * 7919)
-            let secondaryISN = UInt32(3_000_000_000 &+ UInt32(n) &* 104_729)
-            let toReplica = IPv4Spec(source: client, destination: replica)
-            let fromReplica = IPv4Spec(source: replica, destination: client)
-            let options: [TCPOptionSpec] = [.windowScale(7)]
-            feed(.client, PacketBuilder.tcp4(TCPSpec(sourcePort: port, destinationPort: 80, sequenceNumber: 1, flags: .syn, options: options), ip: toReplica))
-            feed(.primary, PacketBuilder.tcp4(TCPSpec(sourcePort: 80, destinationPort: port, sequenceNumber: primaryISN, acknowledgmentNumber: 2, flags: [.syn, .ack], options: options), ip: fromReplica))
-            feed(.secondary, PacketBuilder.tcp4(TCPSpec(sourcePort: 80, destinationPort: port, sequenceNumber: secondaryISN, acknowledgmentNumber: 2, flags: [.syn, .ack], options: options), ip: fromReplica))
-            var ackSpec = TCPSpec(sourcePort: port, destinationPort: 80, sequenceNumber: 2, acknowledgmentNumber: primaryISN + 1, flags: .ack)
-            ackSpec.window = 65535
-            feed(.client, PacketBuilder.tcp4(ackSpec, ip: toReplica))
-            let primary = PacketBuilder.tcp4(TCPSpec(sourcePort: 80, destinationPort: port, sequenceNumber: primaryISN + 1, acknowledgmentNumber: 2, flags: [.ack, .psh], payload: payload), ip: fromReplica)
-            let secondary = PacketBuilder.tcp4(TCPSpec(sourcePort: 80, destinationPort: port, sequenceNumber: secondaryISN &+ 1, acknowledgmentNumber: 2, flags: [.ack, .psh], payload: payload), ip: fromReplica)
-            let layout = primary.withUnsafeBytes { (try? PacketParser.parse($0, linkType: .ethernet)) ?? PacketLayout() }
-            connections.append(GeneratedConnection(primaryFrame: primary, secondaryFrame: secondary, primarySeq: primaryISN + 1, secondarySeq: secondaryISN &+ 1, layout: layout))
-        }
-        collect()
-    }
-
-    private func feed(_ source: PacketSource, _ frame: [UInt8]) {
-        guard let ref = frame.withUnsafeBytes({ store.store($0, linkType: .ethernet, source: source, receivedAt: 1) }) else { return }
-        switch source {
-        case .client: pipeline.fromClient(ref, now: 1)
-        case .primary: pipeline.fromPrimary(ref, now: 1)
-        default: pipeline.fromSecondary(ref, now: 1)
-        }
-    }
-
-    /// Returns output buffers to the store (a port would have written them out).
-    @inline(__always)
-    func collect() {
-        for ref in pipeline.toClient { store.release(ref) }
-        for ref in pipeline.toPrimary { store.release(ref) }
-        for ref in pipeline.toSecondary { store.release(ref) }
-        pipeline.toClient.removeAll(keepingCapacity: true)
-        pipeline.toPrimary.removeAll(keepingCapacity: true)
-        pipeline.toSecondary.removeAll(keepingCapacity: true)
-    }
-
-    /// The next segment of connection `n` from `source`, written into a store buffer with its sequence number
-    /// advanced (checksum patched incrementally), as a port would receive it.
-    @inline(__always)
-    func receive(_ n: Int, primary: Bool) -> PacketRef? {
-        let template = primary ? connections[n].primaryFrame : connections[n].secondaryFrame
-        let seq = primary ? connections[n].primarySeq : connections[n].secondarySeq
-        guard let ref = template.withUnsafeBytes({
-            store.store($0, linkType: .ethernet, source: primary ? .primary : .secondary, receivedAt: 2)
-        }) else { return nil }
-        let layout = connections[n].layout
-        let frame = store.mutableFrame(ref)
-        let base = primary ? connections[n].primarySeq &- 0 : connections[n].secondarySeq
-        _ = base
-        let original = UInt32(bigEndian: frame.loadUnaligned(fromByteOffset: layout.transportOffset + 4, as: UInt32.self))
-        TCPFieldEditor.addToSequenceNumber(seq &- original, in: frame, layout: layout)
-        if primary {
-            connections[n].primarySeq &+= UInt32(payloadSize)
-        } else {
-            connections[n].secondarySeq &+= UInt32(payloadSize)
-        }
-        return ref
-    }
-
-    func run(pairs: Int) {
-        var n = 0
-        for _ in 0..<pairs {
-            if let p = receive(n, primary: true) { pipeline.fromPrimary(p, now: 2) }
-            if let s = receive(n, primary: false) { pipeline.fromSecondary(s, now: 2) }
-            collect()
-            n = n + 1 == connectionCount ? 0 : n + 1
-        }
-    }
-}
 
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(

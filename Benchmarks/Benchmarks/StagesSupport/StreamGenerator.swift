@@ -3,11 +3,13 @@ import ColoPacket
 import ColoPacketBuilder
 import ColoStages
 
-// The StagesBenchmarks generator again, for `ConntrackProfile stages [seconds] [payload]` under perf.
-let connectionCount = 64
+// Rewriter + compare on a generated stream: 64 connections, each replica sending the same bytes with its own
+// ISN. Shared by StagesBenchmarks and the ConntrackProfile loop.
+
+public let connectionCount = 64
 
 /// One connection's templates and running sequence numbers.
-struct GeneratedConnection {
+public struct GeneratedConnection {
     var primaryFrame: [UInt8]
     var secondaryFrame: [UInt8]
     var primarySeq: UInt32
@@ -15,13 +17,13 @@ struct GeneratedConnection {
     let layout: PacketLayout
 }
 
-final class StreamGenerator {
-    let store = PacketStore(small: 8192, large: 16)
-    let pipeline: ColoPipeline
+public final class StreamGenerator {
+    public let store = PacketStore(small: 8192, large: 16)
+    public let pipeline: ColoPipeline
     var connections: [GeneratedConnection] = []
-    let payloadSize: Int
+    public let payloadSize: Int
 
-    init(payloadSize: Int) {
+    public init(payloadSize: Int) {
         self.payloadSize = payloadSize
         pipeline = ColoPipeline(store: store)
         let client = IPv4Address(10, 10, 0, 1)
@@ -59,7 +61,7 @@ final class StreamGenerator {
 
     /// Returns output buffers to the store (a port would have written them out).
     @inline(__always)
-    func collect() {
+    public func collect() {
         for ref in pipeline.toClient { store.release(ref) }
         for ref in pipeline.toPrimary { store.release(ref) }
         for ref in pipeline.toSecondary { store.release(ref) }
@@ -71,7 +73,7 @@ final class StreamGenerator {
     /// The next segment of connection `n` from `source`, written into a store buffer with its sequence number
     /// advanced (checksum patched incrementally), as a port would receive it.
     @inline(__always)
-    func receive(_ n: Int, primary: Bool) -> PacketRef? {
+    public func receive(_ n: Int, primary: Bool) -> PacketRef? {
         let template = primary ? connections[n].primaryFrame : connections[n].secondaryFrame
         let seq = primary ? connections[n].primarySeq : connections[n].secondarySeq
         guard let ref = template.withUnsafeBytes({
@@ -79,8 +81,6 @@ final class StreamGenerator {
         }) else { return nil }
         let layout = connections[n].layout
         let frame = store.mutableFrame(ref)
-        let base = primary ? connections[n].primarySeq &- 0 : connections[n].secondarySeq
-        _ = base
         let original = UInt32(bigEndian: frame.loadUnaligned(fromByteOffset: layout.transportOffset + 4, as: UInt32.self))
         TCPFieldEditor.addToSequenceNumber(seq &- original, in: frame, layout: layout)
         if primary {
@@ -91,7 +91,7 @@ final class StreamGenerator {
         return ref
     }
 
-    func run(pairs: Int) {
+    public func run(pairs: Int) {
         var n = 0
         for _ in 0..<pairs {
             if let p = receive(n, primary: true) { pipeline.fromPrimary(p, now: 2) }
