@@ -44,6 +44,13 @@ let package = Package(
             name: "ColoStages",
             dependencies: ["ColoPacket", "ColoConntrack", "ColoFragments", "ColoCapture"]
         ),
+        // Ports: where packets come from and go to (QEMU chardev sockets, TAP/TUN, NFQUEUE, pcap).
+        .target(
+            name: "ColoPorts",
+            dependencies: ["ColoPacket", "ColoCapture", "ColoNetfilter", "CColoLinux"]
+        ),
+        // The QMP control socket: protocol, commands and events.
+        .target(name: "ColoControl"),
         // Linux netfilter queue binding (verdicts for the primary's output).
         .target(name: "ColoNetfilter", dependencies: ["CNetfilterQueue"]),
         // The subcommands, as a library so tests can drive them.
@@ -81,6 +88,13 @@ let package = Package(
                 "ColoCLI", "ColoStages", "ColoCapture",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
+        ),
+        .testTarget(
+            name: "ColoPortsTests",
+            dependencies: ["ColoPorts", "ColoPacket", "ColoPacketBuilder", "ColoCapture", "ColoTestSupport"]
+        ),
+        .testTarget(
+            name: "ColoControlTests", dependencies: ["ColoControl", "ColoTestSupport"], exclude: ["qmp_client.py"]
         ),
         .testTarget(name: "ColoNetfilterTests", dependencies: ["ColoNetfilter", "ColoTestSupport"]),
     ],

@@ -1,0 +1,40 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// `read(2)`/`write(2)` on a TUN/TAP descriptor, wrapped once: `EINTR` is retried, `EAGAIN` is nil (the descriptor
+/// is non-blocking and "nothing now" is the common case, not an error), every other failure throws its errno.
+enum TapSystemCall {
+    /// The errno of a failed call.
+    struct Errno: Error {
+        var code: Int32
+    }
+
+    /// Reads one frame (a TUN/TAP read never returns part of one, nor more than one).
+    @inline(__always)
+    static func readOnce(_ descriptor: Int32, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int? {
+        while true {
+            let result = read(descriptor, buffer.baseAddress, buffer.count)
+            if result >= 0 { return result }
+            let code = errno
+            if code == EINTR { continue }
+            if code == EAGAIN || code == EWOULDBLOCK { return nil }
+            throw Errno(code: code)
+        }
+    }
+
+    /// Writes one frame (TUN/TAP writes are whole or fail).
+    @inline(__always)
+    static func writeOnce(_ descriptor: Int32, _ bytes: UnsafeRawBufferPointer) throws(Errno) -> Int? {
+        while true {
+            let result = write(descriptor, bytes.baseAddress, bytes.count)
+            if result >= 0 { return result }
+            let code = errno
+            if code == EINTR { continue }
+            if code == EAGAIN || code == EWOULDBLOCK { return nil }
+            throw Errno(code: code)
+        }
+    }
+}
