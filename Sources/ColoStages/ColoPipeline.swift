@@ -53,8 +53,10 @@ public final class ColoPipeline {
         self.store = store
         self.tracker = ConnectionTracker(configuration: conntrack)
         self.frontEnd = FragmentAwareTracker(tracker: tracker)
-        // A fresh tracker always has a free extension word.
-        self.rewriter = Rewriter(tracker: tracker, primaryZone: Self.primaryZone, secondaryZone: Self.secondaryZone)!
+        // A fresh tracker has all its extension words free, so the claim cannot fail.
+        let slot = tracker.claimExtension(name: "filter-rewriter") ?? ExtensionSlot(index: 0)
+        self.rewriter = Rewriter(
+            tracker: tracker, slot: slot, primaryZone: Self.primaryZone, secondaryZone: Self.secondaryZone)
         self.comparer = Comparer(configuration: compare, store: store, tracker: tracker)
     }
 

@@ -30,8 +30,13 @@ public final class Rewriter {
     static let earlyISNLimit = 1024
 
     /// Fails only when all of the tracker's extension words are taken.
-    public init?(tracker: ConnectionTracker, primaryZone: UInt16, secondaryZone: UInt16) {
+    public convenience init?(tracker: ConnectionTracker, primaryZone: UInt16, secondaryZone: UInt16) {
         guard let slot = tracker.claimExtension(name: "filter-rewriter") else { return nil }
+        self.init(tracker: tracker, slot: slot, primaryZone: primaryZone, secondaryZone: secondaryZone)
+    }
+
+    /// With an extension word already claimed for the rewriter.
+    public init(tracker: ConnectionTracker, slot: ExtensionSlot, primaryZone: UInt16, secondaryZone: UInt16) {
         self.tracker = tracker
         self.primaryZone = primaryZone
         self.secondaryZone = secondaryZone
