@@ -22,7 +22,8 @@ public struct ReplayCommand: ParsableCommand {
     @Option(name: .long, help: "Capture of the secondary replica's output.")
     public var secondary: String
 
-    @Option(name: .long, help: "Capture of the client's packets (optional; lets the rewriter learn from the handshake).")
+    @Option(
+        name: .long, help: "Capture of the client's packets (optional; lets the rewriter learn from the handshake).")
     public var client: String?
 
     @Option(name: .long, help: "Output format: text or json.")

@@ -105,7 +105,9 @@ extension Comparer {
         }
         insertBySequence(ref, s.seq, slot: slot)
         if connections[slot].secondary.count > configuration.maxQueueSize {
-            diverge(slot, .queueOverflow, primary: connections[slot].primary.head.isNone ? nil : connections[slot].primary.head,
+            diverge(
+                slot, .queueOverflow,
+                primary: connections[slot].primary.head.isNone ? nil : connections[slot].primary.head,
                 secondary: ref, streamOffset: nil, now: now)
             if connections[slot].holding { return }
         }
@@ -133,7 +135,8 @@ extension Comparer {
         guard connections[slot].haveBase else { return }
         compare: while !connections[slot].holding {
             let v = connections[slot].verified
-            guard let p = covering(v, in: connections[slot].primary), let s = covering(v, in: connections[slot].secondary)
+            guard let p = covering(v, in: connections[slot].primary),
+                let s = covering(v, in: connections[slot].secondary)
             else { break }
             let ps = segment(p)
             let ss = segment(s)
@@ -190,13 +193,15 @@ extension Comparer {
             TCPSequence.atOrBefore(fin, connection.verified), let pending = covering(fin, in: connection.primary)
         {
             connections[slot].lengthReported = true
-            diverge(slot, .length, primary: pending, secondary: nil,
+            diverge(
+                slot, .length, primary: pending, secondary: nil,
                 streamOffset: UInt64(fin &- connection.base), now: now)
         } else if let fin = connection.primaryFin, TCPSequence.atOrBefore(fin, connection.verified),
             let pending = covering(fin, in: connection.secondary)
         {
             connections[slot].lengthReported = true
-            diverge(slot, .length, primary: nil, secondary: pending,
+            diverge(
+                slot, .length, primary: nil, secondary: pending,
                 streamOffset: UInt64(fin &- connection.base), now: now)
         }
     }

@@ -250,7 +250,8 @@ public final class Comparer {
             key.destinationPort = 0
             return key
         }
-        return FlowKey(sourceLow: 0, destinationLow: 0, sourcePort: layout.etherType, destinationPort: 0, zone: 0,
+        return FlowKey(
+            sourceLow: 0, destinationLow: 0, sourcePort: layout.etherType, destinationPort: 0, zone: 0,
             protocolNumber: 0, family: 0)
     }
 
@@ -354,7 +355,8 @@ public final class Comparer {
     /// uncompared or are dropped).
     func reassemble(_ ref: PacketRef, zone: UInt16, now: UInt64) -> PacketRef? {
         let meta = store.metadata(ref)
-        switch reassembler.submit(store.frame(ref), layout: meta.pointee.layout, zone: zone, now: now,
+        switch reassembler.submit(
+            store.frame(ref), layout: meta.pointee.layout, zone: zone, now: now,
             token: UInt64(ref.index))
         {
         case .notAFragment:
@@ -366,8 +368,10 @@ public final class Comparer {
             return nil
         case .completed(let datagram):
             let linkType: LinkType = datagram.layout.network == .ipv6 ? .rawIPv6 : .rawIPv4
-            guard let whole = store.store(datagram.bytes, linkType: linkType, source: meta.pointee.source,
-                receivedAt: now)
+            guard
+                let whole = store.store(
+                    datagram.bytes, linkType: linkType, source: meta.pointee.source,
+                    receivedAt: now)
             else {
                 for token in datagram.tokens { giveUpFragment(PacketRef(index: UInt32(truncatingIfNeeded: token))) }
                 return nil
@@ -396,8 +400,10 @@ public final class Comparer {
         counters.divergences &+= 1
         counters.divergencesByReason[reason, default: 0] &+= 1
         let action = configuration.onDivergence
-        events.append(makeEvent(slot, reason, primary: primary, secondary: secondary, streamOffset: streamOffset,
-            action: action, now: now))
+        events.append(
+            makeEvent(
+                slot, reason, primary: primary, secondary: secondary, streamOffset: streamOffset,
+                action: action, now: now))
         switch action {
         case .checkpoint:
             connections[slot].holding = true
@@ -445,9 +451,10 @@ public final class Comparer {
         } else {
             proto = "ethertype-0x" + String(key.sourcePort, radix: 16)
         }
-        let time = primary.map { store.metadata($0).pointee.receivedAt } ?? secondary.map {
-            store.metadata($0).pointee.receivedAt
-        } ?? now
+        let time =
+            primary.map { store.metadata($0).pointee.receivedAt } ?? secondary.map {
+                store.metadata($0).pointee.receivedAt
+            } ?? now
         return DivergenceEvent(
             time: time, reason: reason, proto: proto, family: family, source: source, sourcePort: sourcePort,
             destination: destination, destinationPort: destinationPort, streamOffset: streamOffset,

@@ -55,7 +55,8 @@ public struct DivergenceEvent: Sendable, Equatable {
 
     /// The event as one JSON line (SPEC §5).
     public var json: String {
-        var out = "{\"time\":\(Self.quote(Self.iso8601(time))),\"event\":\"divergence\",\"reason\":\(Self.quote(reason.rawValue))"
+        var out =
+            "{\"time\":\(Self.quote(Self.iso8601(time))),\"event\":\"divergence\",\"reason\":\(Self.quote(reason.rawValue))"
         out += ",\"proto\":\(Self.quote(proto)),\"family\":\(Self.quote(family))"
         if let source, let destination {
             out += ",\"flow\":{\"src\":\(Self.quote(source))"
@@ -79,7 +80,8 @@ public struct DivergenceEvent: Sendable, Equatable {
     public var summary: String {
         var flow = proto
         if let source, let destination {
-            flow += " \(source)\(sourcePort.map { ":\($0)" } ?? "") > \(destination)\(destinationPort.map { ":\($0)" } ?? "")"
+            flow +=
+                " \(source)\(sourcePort.map { ":\($0)" } ?? "") > \(destination)\(destinationPort.map { ":\($0)" } ?? "")"
         }
         var text = "divergence (\(reason.rawValue)) on \(flow)"
         if let streamOffset { text += " at stream offset \(streamOffset)" }

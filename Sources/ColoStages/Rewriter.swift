@@ -86,7 +86,9 @@ public final class Rewriter {
     /// in the secondary's zone (so the tracker sees the secondary's own sequence space).
     public func rewriteTowardSecondary(_ ref: PacketRef, in store: PacketStore) {
         let meta = store.metadata(ref)
-        guard meta.pointee.parsed, meta.pointee.layout.isTCP, meta.pointee.layout.transportHeaderComplete else { return }
+        guard meta.pointee.parsed, meta.pointee.layout.isTCP, meta.pointee.layout.transportHeaderComplete else {
+            return
+        }
         let packet = store.packet(ref)
         guard let tcp = packet.tcp, tcp.flags.contains(.ack) else { return }
         guard let (handle, _) = tracker.lookup(FlowKey(packet: packet, zone: secondaryZone)) else { return }
@@ -119,7 +121,9 @@ public final class Rewriter {
     /// from its SYN|ACK (or SYN).
     public func rewriteFromSecondary(_ ref: PacketRef, in store: PacketStore) {
         let meta = store.metadata(ref)
-        guard meta.pointee.parsed, meta.pointee.layout.isTCP, meta.pointee.layout.transportHeaderComplete else { return }
+        guard meta.pointee.parsed, meta.pointee.layout.isTCP, meta.pointee.layout.transportHeaderComplete else {
+            return
+        }
         let packet = store.packet(ref)
         guard let tcp = packet.tcp else { return }
         let key = FlowKey(packet: packet, zone: secondaryZone)
@@ -169,7 +173,9 @@ public final class Rewriter {
     public func observePrimary(_ ref: PacketRef, in store: PacketStore) {
         guard !failedOver else { return }
         let meta = store.metadata(ref)
-        guard meta.pointee.parsed, meta.pointee.layout.isTCP, meta.pointee.layout.transportHeaderComplete else { return }
+        guard meta.pointee.parsed, meta.pointee.layout.isTCP, meta.pointee.layout.transportHeaderComplete else {
+            return
+        }
         let packet = store.packet(ref)
         guard let tcp = packet.tcp, tcp.flags.contains(.syn) else { return }
         let isn = tcp.sequenceNumber

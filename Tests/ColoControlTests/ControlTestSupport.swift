@@ -1,4 +1,5 @@
 import ColoControl
+import ColoTestSupport
 import Synchronization
 import Testing
 
@@ -55,34 +56,6 @@ func parseLine(_ line: String, sourceLocation: SourceLocation = #_sourceLocation
     } catch {
         Issue.record("not JSON (\(error)): \(line.debugDescription)", sourceLocation: sourceLocation)
         return .null
-    }
-}
-
-/// A temporary directory removed with everything in it when the value goes away.
-final class TemporaryDirectory {
-    let path: String
-
-    init() throws {
-        var template = Array("/tmp/colo-qmp-XXXXXX".utf8CString)
-        let created = template.withUnsafeMutableBufferPointer { buffer -> Bool in
-            guard let base = buffer.baseAddress else { return false }
-            return mkdtemp(base) != nil
-        }
-        guard created else { throw TestFailure("mkdtemp: \(String(cString: strerror(errno)))") }
-        path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-
-    deinit {
-        if let directory = opendir(path) {
-            while let entry = readdir(directory) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                    String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-                }
-                if name != "." && name != ".." { unlink("\(path)/\(name)") }
-            }
-            closedir(directory)
-        }
-        rmdir(path)
     }
 }
 

@@ -1,4 +1,5 @@
 import ColoControl
+import ColoTestSupport
 import Synchronization
 import Testing
 

@@ -133,3 +133,31 @@ public enum Command {
         }
     }
 }
+
+/// A temporary directory removed with everything in it when the value goes away.
+public final class TemporaryDirectory {
+    public let path: String
+
+    public init() throws {
+        var template = Array("/tmp/colo-test-XXXXXX".utf8CString)
+        let created = template.withUnsafeMutableBufferPointer { buffer -> Bool in
+            guard let base = buffer.baseAddress else { return false }
+            return mkdtemp(base) != nil
+        }
+        guard created else { throw LabError(description: "mkdtemp: \(String(cString: strerror(errno)))") }
+        path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    deinit {
+        if let directory = opendir(path) {
+            while let entry = readdir(directory) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                    String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+                }
+                if name != "." && name != ".." { unlink("\(path)/\(name)") }
+            }
+            closedir(directory)
+        }
+        rmdir(path)
+    }
+}

@@ -1,5 +1,6 @@
 import ColoCLI
 import ColoConntrack
+import ColoTestSupport
 import Foundation
 import Testing
 
@@ -11,8 +12,8 @@ struct KernelConntrackComparisonTests {
     @Test("Every packet of a real TCP/UDP/ICMP/fragment/IPv6 mix gets the kernel's state")
     func sameStatesAsTheKernel() throws {
         guard Lab.requireRoot() else { return }
-        let directory = try Lab.temporaryDirectory("kernel-ct")
-        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let temporary = try TemporaryDirectory()
+        let directory = temporary.path
         let script = Lab.repositoryRoot + "/Tools/lab/kernel-conntrack-reference.sh"
         let recording = try Lab.run(script, [directory], timeoutSeconds: 180)
         try #require(recording.succeeded, "the kernel reference recording failed: \(recording)")

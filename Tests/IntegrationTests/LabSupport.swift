@@ -22,12 +22,4 @@ enum Lab {
     static func run(_ executable: String, _ arguments: [String], timeoutSeconds: Int = 120) throws -> CommandResult {
         try Command.run([executable] + arguments, timeout: Double(timeoutSeconds))
     }
-
-    static func temporaryDirectory(_ prefix: String) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "\(prefix)-\(getpid())-\(UUID().uuidString.prefix(8))"
-        ).path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        return path
-    }
 }
