@@ -51,13 +51,19 @@ let package = Package(
         ),
         // The QMP control socket: protocol, commands and events.
         .target(name: "ColoControl"),
+        // The running proxy: ports, stages and the control socket wired together.
+        .target(
+            name: "ColoRuntime",
+            dependencies: ["ColoPacket", "ColoConntrack", "ColoStages", "ColoPorts", "ColoControl"]
+        ),
         // Linux netfilter queue binding (verdicts for the primary's output).
         .target(name: "ColoNetfilter", dependencies: ["CNetfilterQueue"]),
         // The subcommands, as a library so tests can drive them.
         .target(
             name: "ColoCLI",
             dependencies: [
-                "ColoPacket", "ColoCapture", "ColoFragments", "ColoConntrack", "ColoStages",
+                "ColoPacket", "ColoCapture", "ColoFragments", "ColoConntrack", "ColoStages", "ColoPorts", "ColoControl",
+                "ColoRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -76,7 +82,10 @@ let package = Package(
         // Tests on real Linux stacks in network namespaces (root; they fail, never skip, without it).
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["ColoCLI", "ColoConntrack", "ColoCapture", "ColoPacket", "ColoTestSupport"]
+            dependencies: [
+                "ColoCLI", "ColoConntrack", "ColoCapture", "ColoPacket", "ColoTestSupport", "ColoRuntime", "ColoPorts",
+                "ColoControl", "ColoStages",
+            ]
         ),
         .testTarget(
             name: "ColoStagesTests",

@@ -81,4 +81,44 @@ public enum TCPFieldEditor {
         bytes.setBE16(checksum, at: t + 16)
         return changed
     }
+
+    /// Offset of the timestamp option's TSval within the frame, or nil when the segment has none.
+    public static func timestampOffset(in bytes: UnsafeRawBufferPointer, layout: PacketLayout) -> Int? {
+        let t = layout.transportOffset
+        var i = t + 20
+        let end = t + layout.transportHeaderLength
+        while i < end {
+            let kind = bytes[i]
+            if kind == 0 { return nil }
+            if kind == 1 {
+                i += 1
+                continue
+            }
+            guard i + 1 < end else { return nil }
+            let length = Int(bytes[i + 1])
+            guard length >= 2, i + length <= end else { return nil }
+            if kind == 8 && length == 10 { return i + 2 }
+            i += length
+        }
+        return nil
+    }
+
+    /// Adds `valueDelta` to TSval and `echoDelta` to TSecr of the timestamp option, if any. Returns whether the
+    /// segment had one.
+    @discardableResult
+    public static func addToTimestamps(
+        valueDelta: UInt32, echoDelta: UInt32, in bytes: UnsafeMutableRawBufferPointer, layout: PacketLayout
+    ) -> Bool {
+        guard let offset = timestampOffset(in: UnsafeRawBufferPointer(bytes), layout: layout) else { return false }
+        let t = layout.transportOffset
+        var checksum = bytes.be16(t + 16)
+        for (field, delta) in [(offset, valueDelta), (offset + 4, echoDelta)] where delta != 0 {
+            let old = bytes.be32(field)
+            let new = old &+ delta
+            bytes.setBE32(new, at: field)
+            checksum = Checksum.update(checksum, old: old, new: new)
+        }
+        bytes.setBE16(checksum, at: t + 16)
+        return true
+    }
 }

@@ -55,16 +55,23 @@ public final class ColoPipeline {
         self.frontEnd = FragmentAwareTracker(tracker: tracker)
         // A fresh tracker has all its extension words free, so the claim cannot fail.
         let slot = tracker.claimExtension(name: "filter-rewriter") ?? ExtensionSlot(index: 0)
+        let timestampSlot = tracker.claimExtension(name: "filter-rewriter-timestamps") ?? ExtensionSlot(index: 1)
         self.rewriter = Rewriter(
-            tracker: tracker, slot: slot, primaryZone: Self.primaryZone, secondaryZone: Self.secondaryZone)
+            tracker: tracker, slot: slot, timestampSlot: timestampSlot, primaryZone: Self.primaryZone,
+            secondaryZone: Self.secondaryZone)
         self.comparer = Comparer(configuration: compare, store: store, tracker: tracker)
     }
 
-    /// A packet from the client: on to the primary, and a rewritten copy to the secondary.
+    /// A packet from the client: on to the primary, and a rewritten copy to the secondary. After failover the
+    /// secondary is the only replica: the packet itself goes there, rewritten.
     public func fromClient(_ ref: PacketRef, now: UInt64) {
+        if comparer.failedOver {
+            if rewriterEnabled { rewriter.rewriteTowardSecondary(ref, in: store) }
+            track(ref, zone: Self.secondaryZone, now: now) { ref in toSecondary.append(ref) }
+            return
+        }
         track(ref, zone: Self.primaryZone, now: now) { ref in
             toPrimary.append(ref)
-            guard !comparer.failedOver else { return }
             guard let copy = duplicate(ref) else {
                 mirrorRefused &+= 1
                 return

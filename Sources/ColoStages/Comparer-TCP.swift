@@ -43,8 +43,24 @@ extension Comparer {
         }
     }
 
+    /// A SYN on a connection whose previous incarnation has ended (the client reused its port, as it does when
+    /// the server closed first): what was learned about the old one must not carry over, least of all that the
+    /// secondary has already spoken, which would release the primary's SYN|ACK before the offset is known.
+    @inline(__always)
+    func startNewIncarnationIfNeeded(_ slot: Int, _ s: Segment) {
+        guard s.flags.contains(.syn), connections[slot].haveBase, connections[slot].isClosed else { return }
+        connections[slot].haveBase = false
+        connections[slot].secondarySeen = false
+        connections[slot].primaryFin = nil
+        connections[slot].secondaryFin = nil
+        connections[slot].primaryReset = false
+        connections[slot].secondaryReset = false
+        connections[slot].lengthReported = false
+    }
+
     func primaryTCP(_ ref: PacketRef, slot: Int, now: UInt64) {
         let s = segment(ref)
+        startNewIncarnationIfNeeded(slot, s)
         establishBase(slot, s)
         if s.length > 0 && TCPSequence.after(s.end, connections[slot].primaryEnd) {
             connections[slot].primaryEnd = s.end
@@ -69,6 +85,7 @@ extension Comparer {
 
     func secondaryTCP(_ ref: PacketRef, slot: Int, now: UInt64) {
         let s = segment(ref)
+        startNewIncarnationIfNeeded(slot, s)
         connections[slot].secondarySeen = true
         // The stream origin comes from the primary only: a secondary segment whose offset is not yet known is
         // still in the secondary's own sequence space.

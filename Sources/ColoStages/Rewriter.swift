@@ -18,6 +18,10 @@ public final class Rewriter {
     public let primaryZone: UInt16
     public let secondaryZone: UInt16
     let slot: ExtensionSlot
+    /// The same layout for TCP timestamps: the TSval offset (or a replica's TSval while learning). Modern
+    /// kernels check that a handshake ACK echoes a TSval they sent, and after failover the client must not see
+    /// TSval jump, so timestamps are shifted like sequence numbers.
+    let timestampSlot: ExtensionSlot
     /// Bumped by a checkpoint: words from an older epoch mean "offset zero" without visiting every entry.
     @exclusivity(unchecked) private(set) var epoch: UInt16 = 1
     @exclusivity(unchecked) public private(set) var failedOver = false
@@ -31,12 +35,20 @@ public final class Rewriter {
 
     /// Fails only when all of the tracker's extension words are taken.
     public convenience init?(tracker: ConnectionTracker, primaryZone: UInt16, secondaryZone: UInt16) {
-        guard let slot = tracker.claimExtension(name: "filter-rewriter") else { return nil }
-        self.init(tracker: tracker, slot: slot, primaryZone: primaryZone, secondaryZone: secondaryZone)
+        guard let slot = tracker.claimExtension(name: "filter-rewriter"),
+            let timestampSlot = tracker.claimExtension(name: "filter-rewriter-timestamps")
+        else { return nil }
+        self.init(
+            tracker: tracker, slot: slot, timestampSlot: timestampSlot, primaryZone: primaryZone,
+            secondaryZone: secondaryZone)
     }
 
-    /// With an extension word already claimed for the rewriter.
-    public init(tracker: ConnectionTracker, slot: ExtensionSlot, primaryZone: UInt16, secondaryZone: UInt16) {
+    /// With extension words already claimed for the rewriter (sequence numbers and timestamps).
+    public init(
+        tracker: ConnectionTracker, slot: ExtensionSlot, timestampSlot: ExtensionSlot, primaryZone: UInt16,
+        secondaryZone: UInt16
+    ) {
+        self.timestampSlot = timestampSlot
         self.tracker = tracker
         self.primaryZone = primaryZone
         self.secondaryZone = secondaryZone
@@ -109,9 +121,15 @@ public final class Rewriter {
             }
             delta = state.value
         }
-        guard delta != 0 else { return }
-        let bytes = store.mutableFrame(ref)
         let layout = meta.pointee.layout
+        let bytes = store.mutableFrame(ref)
+        if layout.transportHeaderLength > 20, let echo = timestampEcho(packet) {
+            let timestampDelta = learnOrReadTimestampOffset(handle, clientEcho: echo)
+            if timestampDelta != 0 {
+                TCPFieldEditor.addToTimestamps(valueDelta: 0, echoDelta: timestampDelta, in: bytes, layout: layout)
+            }
+        }
+        guard delta != 0 else { return }
         TCPFieldEditor.addToAcknowledgmentNumber(delta, in: bytes, layout: layout)
         if layout.transportHeaderLength > 20 { TCPFieldEditor.addToSACKEdges(delta, in: bytes, layout: layout) }
         counters.rewrittenTowardSecondary &+= 1
@@ -163,6 +181,14 @@ public final class Rewriter {
             }
             entry.extensions[slot] = state.word
         }
+        if meta.pointee.layout.transportHeaderLength > 20, let value = timestampValue(packet) {
+            let timestampDelta = secondaryTimestamp(handle, key: key, value: value, syn: syn)
+            if timestampDelta != 0 {
+                TCPFieldEditor.addToTimestamps(
+                    valueDelta: 0 &- timestampDelta, echoDelta: 0, in: store.mutableFrame(ref),
+                    layout: meta.pointee.layout)
+            }
+        }
         guard delta != 0 else { return }
         TCPFieldEditor.addToSequenceNumber(0 &- delta, in: store.mutableFrame(ref), layout: meta.pointee.layout)
         counters.rewrittenFromSecondary &+= 1
@@ -180,6 +206,7 @@ public final class Rewriter {
         guard let tcp = packet.tcp, tcp.flags.contains(.syn) else { return }
         let isn = tcp.sequenceNumber
         let primaryKey = FlowKey(packet: packet, zone: primaryZone)
+        if let value = timestampValue(packet) { observePrimaryTimestamp(primaryKey, value: value) }
         if let (handle, _) = tracker.lookup(primaryKey) {
             tracker.withEntry(handle) { entry in
                 var state = State(0)
@@ -258,6 +285,89 @@ public final class Rewriter {
         }
         let state = State(word)
         return state.isnKnown && state.epoch == epoch ? state.value : nil
+    }
+
+    // MARK: - Timestamps
+
+    private func timestampValue(_ packet: Packet) -> UInt32? {
+        guard let offset = TCPFieldEditor.timestampOffset(in: packet.bytes, layout: packet.layout) else { return nil }
+        return UInt32(bigEndian: packet.bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+    }
+
+    private func timestampEcho(_ packet: Packet) -> UInt32? {
+        guard let offset = TCPFieldEditor.timestampOffset(in: packet.bytes, layout: packet.layout) else { return nil }
+        return UInt32(bigEndian: packet.bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self))
+    }
+
+    /// The primary's SYN or SYN|ACK: its TSval, kept on the primary's entry; the offset follows if the
+    /// secondary's is known.
+    private func observePrimaryTimestamp(_ primaryKey: FlowKey, value: UInt32) {
+        if let (handle, _) = tracker.lookup(primaryKey) {
+            tracker.withEntry(handle) { entry in
+                var state = State(0)
+                state.epoch = epoch
+                state.value = value
+                state.isnKnown = true
+                entry.extensions[timestampSlot] = state.word
+            }
+        }
+        var secondaryKey = primaryKey
+        secondaryKey.zone = secondaryZone
+        guard let (secondary, _) = tracker.lookup(secondaryKey) else { return }
+        tracker.withEntry(secondary) { entry in
+            var state = State(entry.extensions[timestampSlot])
+            guard state.isnKnown, !state.offsetKnown, state.epoch == epoch else { return }
+            state.value = state.value &- value
+            state.offsetKnown = true
+            state.isnKnown = false
+            entry.extensions[timestampSlot] = state.word
+        }
+    }
+
+    /// A secondary segment's TSval: learns the offset from its SYN|ACK, returns the offset to subtract.
+    private func secondaryTimestamp(_ handle: ConnectionHandle, key: FlowKey, value: UInt32, syn: Bool) -> UInt32 {
+        var primaryKey = key
+        primaryKey.zone = primaryZone
+        var primaryValue: UInt32?
+        if syn, let (primary, _) = tracker.lookup(primaryKey),
+            let word = tracker.entry(primary)?.extensions[timestampSlot]
+        {
+            let state = State(word)
+            if state.isnKnown && state.epoch == epoch { primaryValue = state.value }
+        }
+        return tracker.withEntry(handle) { entry -> UInt32 in
+            var state = State(entry.extensions[timestampSlot])
+            if entry.extensions[timestampSlot] != 0 && state.epoch != epoch { return 0 }
+            if state.offsetKnown { return state.value }
+            guard syn, !failedOver else { return 0 }
+            state = State(0)
+            state.epoch = epoch
+            if let primaryValue {
+                state.value = value &- primaryValue
+                state.offsetKnown = true
+            } else {
+                state.value = value
+                state.isnKnown = true
+            }
+            entry.extensions[timestampSlot] = state.word
+            return state.offsetKnown ? state.value : 0
+        } ?? 0
+    }
+
+    /// A client segment's TSecr (the primary's TSval echoed): the offset to add, learned from the handshake ACK
+    /// when the primary's SYN|ACK was not seen.
+    private func learnOrReadTimestampOffset(_ handle: ConnectionHandle, clientEcho: UInt32) -> UInt32 {
+        tracker.withEntry(handle) { entry -> UInt32 in
+            var state = State(entry.extensions[timestampSlot])
+            guard entry.extensions[timestampSlot] != 0, state.epoch == epoch else { return 0 }
+            if state.offsetKnown { return state.value }
+            guard state.isnKnown, !failedOver, clientEcho != 0 else { return 0 }
+            state.value = state.value &- clientEcho
+            state.offsetKnown = true
+            state.isnKnown = false
+            entry.extensions[timestampSlot] = state.word
+            return state.value
+        } ?? 0
     }
 
     // MARK: - Checkpoint and failover

@@ -107,6 +107,11 @@ struct RewriterTests {
         h.collect()
         h.fromSecondary(c.secondary([.ack, .psh], [1, 2, 3]))
         #expect(h.client.last.flatMap { parsed($0)?.seq } == c.primaryNext, "rewritten into the primary's space")
+        // The client's packets now go to the secondary only, acks shifted into its space.
+        let primaryBefore = h.primary.count
+        h.fromClient(c.client(.ack))
+        #expect(h.primary.count == primaryBefore, "nothing goes to the dead primary")
+        #expect(h.secondary.last.flatMap { parsed($0)?.ack } == c.primaryNext &+ (c.secondaryISN &- c.primaryISN))
         var fresh = ReplicaConversation()
         fresh.clientPort = 40001
         fresh.primaryISN = fresh.secondaryISN  // after failover only the secondary answers

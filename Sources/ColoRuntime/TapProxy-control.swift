@@ -1,0 +1,129 @@
+import ColoConntrack
+import ColoControl
+import ColoPacket
+import ColoStages
+
+/// The control socket's commands (SPEC §7) for a `TapProxy`. Each runs on the data thread through `perform`.
+extension TapProxy {
+    /// Stage ids of the standard chain, for `filter-set-status`.
+    public static let rewriterID = "rew0"
+    public static let compareID = "comp0"
+    public static let conntrackID = "ct0"
+
+    public func commandTable() -> QMPCommandTable {
+        var table = QMPCommandTable()
+        table.register(ColoQMPSchema.queryStatus) { [self] _ in
+            answer { proxy in
+                .object([
+                    "status": "running", "failed-over": .bool(proxy.pipeline.comparer.failedOver),
+                    "connections": .integer(Int64(proxy.pipeline.tracker.count)),
+                    "compared-connections": .integer(Int64(proxy.pipeline.comparer.connectionCount)),
+                ])
+            }
+        }
+        table.register(ColoQMPSchema.queryStats) { [self] _ in answer { $0.statistics() } }
+        table.register(ColoQMPSchema.queryConnections) { [self] _ in answer { $0.connectionList() } }
+        table.register(ColoQMPSchema.checkpointDone) { [self] _ in
+            answer { proxy in
+                proxy.checkpointDone()
+                return .object([:])
+            }
+        }
+        table.register(ColoQMPSchema.lostHeartbeat) { [self] _ in
+            answer { proxy in
+                proxy.failover()
+                return .object([:])
+            }
+        }
+        table.register(ColoQMPSchema.filterSetStatus) { [self] arguments in
+            let id = arguments["id"]?.stringValue ?? ""
+            let status = arguments["status"]?.stringValue ?? ""
+            guard ColoQMPSchema.filterStatusValues.contains(status) else {
+                return .failure(.generic("Parameter 'status' expects 'on' or 'off', not '\(status)'"))
+            }
+            switch id {
+            case Self.rewriterID:
+                return answer { proxy in
+                    proxy.pipeline.rewriterEnabled = status == "on"
+                    return .object([:])
+                }
+            case Self.compareID, Self.conntrackID:
+                return .failure(.generic("Filter '\(id)' cannot be switched \(status) in the standard chain"))
+            default:
+                return .failure(
+                    QMPError(.deviceNotFound, "Filter '\(id)' not found (the chain has \(Self.rewriterID))"))
+            }
+        }
+        return table
+    }
+
+    private func answer(_ work: @escaping @Sendable (TapProxy) -> JSONValue) -> Result<JSONValue, QMPError> {
+        guard let value = perform(work) else { return .failure(.generic("the data path did not answer in time")) }
+        return .success(value)
+    }
+
+    func statistics() -> JSONValue {
+        let compare = pipeline.comparer.counters
+        let conntrack = pipeline.tracker.counters
+        var reasons = JSONObject()
+        for reason in DivergenceReason.allCases {
+            reasons[reason.rawValue] = .integer(Int64(compare.divergencesByReason[reason] ?? 0))
+        }
+        return .object([
+            "ports": .object([
+                "client": .object([
+                    "in": .integer(Int64(counters.framesIn.client)), "out": .integer(Int64(counters.framesOut.client)),
+                ]),
+                "primary": .object([
+                    "in": .integer(Int64(counters.framesIn.primary)),
+                    "out": .integer(Int64(counters.framesOut.primary)),
+                ]),
+                "secondary": .object([
+                    "in": .integer(Int64(counters.framesIn.secondary)),
+                    "out": .integer(Int64(counters.framesOut.secondary)),
+                ]),
+                "write-refused": .integer(Int64(counters.writeRefused)),
+                "store-full": .integer(Int64(counters.storeFull)),
+            ]),
+            "compare": .object([
+                "released": .integer(Int64(compare.released)), "dropped": .integer(Int64(compare.dropped)),
+                "bytes-compared": .integer(Int64(compare.bytesCompared)),
+                "datagrams-matched": .integer(Int64(compare.datagramsMatched)),
+                "divergences": .integer(Int64(compare.divergences)), "by-reason": .object(reasons),
+                "checkpoints": .integer(Int64(compare.checkpoints)),
+            ]),
+            "conntrack": .object([
+                "entries": .integer(Int64(pipeline.tracker.count)), "created": .integer(Int64(conntrack.created)),
+                "invalid": .integer(Int64(conntrack.invalid)),
+                "refused": .integer(Int64(conntrack.refusedGlobalLimit + conntrack.refusedZoneLimit)),
+            ]),
+            "rewriter": .object([
+                "offsets-learned": .integer(Int64(pipeline.rewriter.counters.learned)),
+                "rewritten-to-secondary": .integer(Int64(pipeline.rewriter.counters.rewrittenTowardSecondary)),
+                "rewritten-from-secondary": .integer(Int64(pipeline.rewriter.counters.rewrittenFromSecondary)),
+            ]),
+        ])
+    }
+
+    /// The conntrack table, one object per connection, with the rewriter's offset on the secondary's entries.
+    func connectionList() -> JSONValue {
+        var list: [JSONValue] = []
+        let now = Self.monotonicNow()
+        pipeline.tracker.forEachEntry { handle, entry in
+            let key = entry.key
+            var item: JSONObject = [
+                "zone": .integer(Int64(key.zone)),
+                "replica": .string(key.zone == ColoPipeline.primaryZone ? "primary" : "secondary"),
+                "proto": .string(IPProtocol.name(key.protocolNumber)),
+                "src": .string(key.sourceAddress.description), "sport": .integer(Int64(key.sourcePort)),
+                "dst": .string(key.destinationAddress.description), "dport": .integer(Int64(key.destinationPort)),
+                "conntrack": .string(ConntrackFormatter.line(entry, now: now)),
+            ]
+            if key.zone == ColoPipeline.secondaryZone, let offset = pipeline.rewriter.offset(of: handle) {
+                item["offset"] = .integer(Int64(Int32(bitPattern: offset)))
+            }
+            list.append(.object(item))
+        }
+        return .array(list)
+    }
+}

@@ -1,0 +1,276 @@
+import ColoConntrack
+import ColoControl
+import ColoPacket
+import ColoPorts
+import ColoStages
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The proxy on three TAP devices (client, primary, secondary) with the standard chain between them: the
+/// single-host lab and the `run --client/--primary/--secondary tap,...` shortcut.
+///
+/// One thread runs the data path (`run`): it polls the three devices, reads frames in batches straight into the
+/// packet store, runs them through the pipeline and writes what comes out. Control commands arrive on the
+/// control socket's own thread and are handed to the data thread through a locked queue and a wake-up pipe, so
+/// the pipeline is only ever touched by one thread.
+public final class TapProxy: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var compare = CompareConfiguration()
+        /// Frames read from one device before the others get their turn.
+        public var batchSize = 64
+        public var storeBuffers = 16384
+        public init() {}
+    }
+
+    /// Totals for `query-stats` and the shutdown log.
+    public struct Counters: Sendable, Equatable {
+        public var framesIn: (client: UInt64, primary: UInt64, secondary: UInt64) = (0, 0, 0)
+        public var framesOut: (client: UInt64, primary: UInt64, secondary: UInt64) = (0, 0, 0)
+        /// Frames a device would not take (its queue was full): counted, never silently lost.
+        public var writeRefused: UInt64 = 0
+        public var readErrors: UInt64 = 0
+        /// Frames that arrived while the packet store was full.
+        public var storeFull: UInt64 = 0
+
+        public static func == (a: Counters, b: Counters) -> Bool {
+            a.framesIn == b.framesIn && a.framesOut == b.framesOut && a.writeRefused == b.writeRefused
+                && a.readErrors == b.readErrors && a.storeFull == b.storeFull
+        }
+    }
+
+    public let client: TapDevice
+    public let primary: TapDevice
+    public let secondary: TapDevice
+    public let store: PacketStore
+    public let pipeline: ColoPipeline
+    public private(set) var counters = Counters()
+    /// Called on the data thread for every divergence, with the event's time set to the wall clock.
+    public var onDivergence: ((DivergenceEvent) -> Void)?
+    /// Called on the data thread when the proxy fails over.
+    public var onFailover: (() -> Void)?
+
+    private let configuration: Configuration
+    private let wake: (read: Int32, write: Int32)
+    private let pending = Mutex<[@Sendable (TapProxy) -> Void]>([])
+    private let stopRequested = Atomic<Bool>(false)
+    private var eventsSeen = 0
+
+    public init(
+        client: TapDevice, primary: TapDevice, secondary: TapDevice, configuration: Configuration = Configuration()
+    )
+        throws(PortError)
+    {
+        self.client = client
+        self.primary = primary
+        self.secondary = secondary
+        self.configuration = configuration
+        store = PacketStore(small: configuration.storeBuffers, large: 16)
+        pipeline = ColoPipeline(store: store, compare: configuration.compare)
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else {
+            throw PortError(operation: "pipe", device: "wake-up pipe", code: errno, hint: nil)
+        }
+        for fd in fds {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        wake = (fds[0], fds[1])
+    }
+
+    deinit {
+        Glibc.close(wake.read)
+        Glibc.close(wake.write)
+    }
+
+    /// Asks `run` to return (from any thread, or a signal handler's helper thread).
+    public func stop() {
+        stopRequested.store(true, ordering: .releasing)
+        poke()
+    }
+
+    /// Runs `work` on the data thread and waits up to `timeout` seconds for its result.
+    public func perform<T: Sendable>(timeout: Double = 2, _ work: @escaping @Sendable (TapProxy) -> T) -> T? {
+        let result = Mutex<T?>(nil)
+        let done = Atomic<Bool>(false)
+        pending.withLock {
+            $0.append({ proxy in
+                let value = work(proxy)
+                result.withLock { $0 = value }
+                done.store(true, ordering: .releasing)
+            })
+        }
+        poke()
+        let deadline = ContinuousClock.now.advanced(by: .milliseconds(Int(timeout * 1000)))
+        while !done.load(ordering: .acquiring) {
+            if ContinuousClock.now >= deadline { return nil }
+            usleep(1000)
+        }
+        return result.withLock { $0 }
+    }
+
+    private func poke() {
+        var byte: UInt8 = 1
+        _ = Glibc.write(wake.write, &byte, 1)
+    }
+
+    // MARK: - The data path
+
+    /// Moves packets until `stop()`; then releases or drops what is still held (see `drainOnShutdown`).
+    public func run() {
+        var fds = [
+            pollfd(fd: client.fileDescriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: primary.fileDescriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: secondary.fileDescriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0),
+        ]
+        var lastTick = Self.monotonicNow()
+        while !stopRequested.load(ordering: .acquiring) {
+            let ready = poll(&fds, nfds_t(fds.count), 20)
+            let now = Self.monotonicNow()
+            if ready > 0 {
+                if fds[3].revents != 0 { drainWake() }
+                if fds[0].revents != 0 { readBatch(from: client, source: .client, now: now) }
+                if fds[1].revents != 0 { readBatch(from: primary, source: .primary, now: now) }
+                if fds[2].revents != 0 { readBatch(from: secondary, source: .secondary, now: now) }
+            }
+            runPendingCommands()
+            if now &- lastTick >= 50_000_000 {
+                pipeline.tick(now: now)
+                lastTick = now
+            }
+            flushOutputs()
+        }
+    }
+
+    private func drainWake() {
+        var buffer = [UInt8](repeating: 0, count: 64)
+        while Glibc.read(wake.read, &buffer, buffer.count) > 0 {}
+    }
+
+    private func runPendingCommands() {
+        let work = pending.withLock { queue -> [@Sendable (TapProxy) -> Void] in
+            let taken = queue
+            queue.removeAll()
+            return taken
+        }
+        for item in work { item(self) }
+        if !work.isEmpty { flushOutputs() }
+    }
+
+    private func readBatch(from device: TapDevice, source: PacketSource, now: UInt64) {
+        for _ in 0..<configuration.batchSize {
+            guard let ref = store.acquire(length: PacketStore.smallSize) else {
+                counters.storeFull &+= 1
+                // Read the frame anyway so the device's queue moves; it is counted, not compared.
+                var scratch = [UInt8](repeating: 0, count: PacketStore.smallSize)
+                let discarded: Int?? = scratch.withUnsafeMutableBytes { try? device.read(into: $0) }
+                guard case .some(.some) = discarded else { return }
+                continue
+            }
+            let length: Int?
+            do throws(PortError) {
+                length = try device.read(into: store.buffer(ref))
+            } catch {
+                counters.readErrors &+= 1
+                store.release(ref)
+                return
+            }
+            guard let length else {
+                store.release(ref)
+                return
+            }
+            let meta = store.metadata(ref)
+            meta.pointee.length = length
+            meta.pointee.linkType = device.mode.linkType
+            meta.pointee.source = source
+            meta.pointee.receivedAt = now
+            store.reparse(ref)
+            switch source {
+            case .client:
+                counters.framesIn.client &+= 1
+                pipeline.fromClient(ref, now: now)
+            case .primary:
+                counters.framesIn.primary &+= 1
+                pipeline.fromPrimary(ref, now: now)
+            case .secondary:
+                counters.framesIn.secondary &+= 1
+                pipeline.fromSecondary(ref, now: now)
+            case .other:
+                store.release(ref)
+            }
+        }
+    }
+
+    private func flushOutputs() {
+        write(&pipeline.toClient, to: client) { $0.framesOut.client &+= 1 }
+        write(&pipeline.toPrimary, to: primary) { $0.framesOut.primary &+= 1 }
+        write(&pipeline.toSecondary, to: secondary) { $0.framesOut.secondary &+= 1 }
+        reportEvents()
+    }
+
+    private func write(_ list: inout [PacketRef], to device: TapDevice, _ count: (inout Counters) -> Void) {
+        guard !list.isEmpty else { return }
+        for ref in list {
+            let sent = (try? device.write(store.frame(ref))) ?? false
+            if sent { count(&counters) } else { counters.writeRefused &+= 1 }
+            store.release(ref)
+        }
+        list.removeAll(keepingCapacity: true)
+    }
+
+    private func reportEvents() {
+        let events = pipeline.comparer.events
+        guard eventsSeen < events.count else { return }
+        let wall = Self.wallClockNow()
+        while eventsSeen < events.count {
+            var event = events[eventsSeen]
+            event.time = wall
+            eventsSeen += 1
+            onDivergence?(event)
+        }
+        if pipeline.comparer.checkpointRequested {
+            pipeline.comparer.checkpointRequested = false
+        }
+    }
+
+    // MARK: - Control
+
+    /// The controller reported a checkpoint done.
+    public func checkpointDone() {
+        pipeline.checkpointDone(now: Self.monotonicNow())
+        flushOutputs()
+    }
+
+    /// The primary is gone: from now on the secondary's output goes to the client.
+    public func failover() {
+        pipeline.failover(now: Self.monotonicNow())
+        flushOutputs()
+        onFailover?()
+    }
+
+    /// On shutdown: the primary's held packets go to the client (the client already depends on the primary's
+    /// view), the secondary's are dropped. Returns (released, dropped).
+    @discardableResult
+    public func drainOnShutdown() -> (released: Int, dropped: Int) {
+        let before = pipeline.comparer.counters
+        pipeline.checkpointDone(now: Self.monotonicNow())
+        let after = pipeline.comparer.counters
+        flushOutputs()
+        return (Int(after.released - before.released), Int(after.dropped - before.dropped))
+    }
+
+    static func monotonicNow() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+    }
+
+    static func wallClockNow() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+    }
+}
