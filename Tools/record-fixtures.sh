@@ -38,18 +38,7 @@ netns_require_tools "$prog" ip ss tcpdump tshark ethtool ping curl python3 timeo
 mkdir -p "$out_dir"
 out_dir=$(cd "$out_dir" && pwd)
 
-work=$(mktemp -d /tmp/colo-fixtures.XXXXXX)
-cleanup() {
-    local rc=$?
-    netns_cleanup
-    rm -rf "$work"
-    if [ $rc -ne 0 ]; then
-        echo "$prog: failed (exit $rc); the fixtures in $out_dir were not replaced" >&2
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+netns_workdir colo-fixtures "the fixtures in $out_dir were not replaced"
 
 ns_c=$(netns_name colofx-c)
 ns_s=$(netns_name colofx-s)

@@ -53,18 +53,7 @@ py=$(python3 -c 'import sys; print(sys.executable)') || die "python3 does not ru
 mkdir -p "$out_dir"
 out_dir=$(cd "$out_dir" && pwd)
 
-work=$(mktemp -d /tmp/colo-samples.XXXXXX)
-cleanup() {
-    local rc=$?
-    netns_cleanup
-    rm -rf "$work"
-    if [ $rc -ne 0 ]; then
-        echo "$prog: failed (exit $rc); the samples in $out_dir were not replaced" >&2
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+netns_workdir colo-samples "the samples in $out_dir were not replaced"
 
 started=$SECONDS
 budget=45 # seconds: no new attempt after this, so the whole run stays under a minute

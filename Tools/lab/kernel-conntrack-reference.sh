@@ -47,16 +47,7 @@ mkdir -p "$1"
 out_dir=$(cd "$1" && pwd)
 traffic=(python3 "$here/kernel_traffic.py")
 
-work=$(mktemp -d /tmp/klab.XXXXXX)
-cleanup() {
-    local rc=$?
-    netns_cleanup
-    rm -rf "$work"
-    [ $rc -eq 0 ] || echo "$prog: failed (exit $rc)" >&2
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+netns_workdir klab
 
 # ------------------------------------------------------------------ topology
 ns_c=$(netns_name klab-c)

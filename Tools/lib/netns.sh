@@ -112,3 +112,23 @@ netns_cleanup() {
     done
     NETNS_NAMESPACES=()
 }
+
+# netns_workdir PREFIX FAILURE_NOTE: makes a temporary work directory (in $work) and installs the traps that,
+# on any exit, remove the namespaces and processes registered above and the work directory; on failure the
+# message "PROG: failed (exit N)" is printed, followed by FAILURE_NOTE when given.
+netns_workdir() {
+    work=$(mktemp -d "/tmp/$1.XXXXXX")
+    NETNS_FAILURE_NOTE=${2:-}
+    trap _netns_exit_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+_netns_exit_cleanup() {
+    local rc=$?
+    netns_cleanup
+    [ -n "${work:-}" ] && rm -rf "$work"
+    if [ $rc -ne 0 ]; then
+        echo "${NETNS_PROG:-netns}: failed (exit $rc)${NETNS_FAILURE_NOTE:+; $NETNS_FAILURE_NOTE}" >&2
+    fi
+}
