@@ -54,7 +54,7 @@ let package = Package(
         // The running proxy: ports, stages and the control socket wired together.
         .target(
             name: "ColoRuntime",
-            dependencies: ["ColoPacket", "ColoConntrack", "ColoStages", "ColoPorts", "ColoControl"]
+            dependencies: ["ColoPacket", "ColoCapture", "ColoConntrack", "ColoStages", "ColoPorts", "ColoControl"]
         ),
         // Linux netfilter queue binding (verdicts for the primary's output).
         .target(name: "ColoNetfilter", dependencies: ["CNetfilterQueue"]),
@@ -104,6 +104,10 @@ let package = Package(
         ),
         .testTarget(
             name: "ColoControlTests", dependencies: ["ColoControl", "ColoTestSupport"], exclude: ["qmp_client.py"]
+        ),
+        .testTarget(
+            name: "ColoRuntimeTests",
+            dependencies: ["ColoRuntime", "ColoCLI", "ColoStages", "ColoControl", "ColoPacket", "ColoPacketBuilder"]
         ),
         .testTarget(name: "ColoNetfilterTests", dependencies: ["ColoNetfilter", "ColoTestSupport"]),
     ],

@@ -10,28 +10,40 @@ import Logging
     import Glibc
 #endif
 
-/// `colo-proxy run`: the proxy on live ports. This version runs the standard chain on three TAP ports
-/// (`--client/--primary/--secondary tap,...`); socket, NFQUEUE and pcap ports and `--object` chains come next.
+/// `colo-proxy run`: the proxy on live ports, from `--port`/`--object` specs (any chain, SPEC §2) or the
+/// `--client/--primary/--secondary` shortcut that builds the standard chain.
 public struct RunCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run the proxy: mirror, rewrite and compare a primary/secondary pair live.",
         discussion: """
+            Ports (--port KIND,id=ID,...) and stages (--object KIND,id=ID,...) are given in QEMU's syntax and \
+            chained in command-line order, e.g. --port socket,id=pin,host=127.0.0.1,port=9003,server=on ... \
+            --object colo-compare,id=cmp,primary_in=pin,secondary_in=sin,outdev=out. \
             With --client/--primary/--secondary the standard chain is built (SPEC §2): the client's traffic goes \
             to the primary and, rewritten, to the secondary; both replicas' output is compared and the primary's \
-            released to the client. Ports are given in QEMU's syntax, e.g. tap,id=c,ifname=colo-c. SIGINT or \
-            SIGTERM stop it after releasing the primary's held packets.
+            released to the client. SIGINT or SIGTERM stop it after releasing the primary's held packets.
             """
     )
 
-    @Option(name: .long, help: "The client-side port (tap,id=ID,ifname=NAME).")
-    public var client: String
+    @Option(name: .customLong("port"), help: "A port: tap|tun|socket|pcap,id=ID,... (repeatable).")
+    public var ports: [String] = []
+
+    @Option(
+        name: .customLong("object"),
+        help:
+            "A stage: filter-mirror|filter-redirector|filter-rewriter|colo-compare|conntrack|filter-dump,id=ID,... (repeatable; chained in this order)."
+    )
+    public var objects: [String] = []
+
+    @Option(name: .long, help: "The client-side port of the standard chain (e.g. tap,id=c,ifname=NAME).")
+    public var client: String?
 
     @Option(name: .long, help: "The primary replica's port.")
-    public var primary: String
+    public var primary: String?
 
     @Option(name: .long, help: "The secondary replica's port.")
-    public var secondary: String
+    public var secondary: String?
 
     @Option(name: .long, help: "QMP control socket path.")
     public var control: String = "/run/colo-proxy/control.sock"
@@ -43,10 +55,13 @@ public struct RunCommand: ParsableCommand {
         name: .customLong("event-log"), help: "Append divergence events (JSON lines) here; default standard output.")
     public var eventLog: String?
 
-    @Option(name: .customLong("compare-timeout"), help: "compare_timeout in milliseconds (QEMU's default 3000).")
+    @Option(
+        name: .customLong("compare-timeout"),
+        help: "compare_timeout in milliseconds for the shortcut's colo-compare (QEMU's default 3000).")
     public var compareTimeout: UInt64 = 3000
 
-    @Option(name: .customLong("on-divergence"), help: "checkpoint or release (default release).")
+    @Option(
+        name: .customLong("on-divergence"), help: "checkpoint or release, for the shortcut's colo-compare (release).")
     public var onDivergence: String = "release"
 
     public init() {}
@@ -58,24 +73,145 @@ public struct RunCommand: ParsableCommand {
         guard onDivergence == "checkpoint" || onDivergence == "release" else {
             throw ValidationError("--on-divergence: bad value '\(onDivergence)' (accepted: checkpoint, release)")
         }
+        let shortcut = [client, primary, secondary].compactMap { $0 }.count
+        guard shortcut == 0 || shortcut == 3 else {
+            throw ValidationError("--client, --primary and --secondary go together (all three or none)")
+        }
+        guard shortcut == 3 || !ports.isEmpty else {
+            throw ValidationError(
+                "no ports: give --port specs (with --object stages) or --client/--primary/--secondary")
+        }
+        _ = try plan()
     }
 
-    static func tapSpec(_ text: String, role: String) throws -> TapPortSpec {
-        let spec: PortSpec
-        do { spec = try PortSpec.parse(text) } catch { throw ValidationError("--\(role): \(error)") }
-        guard case .tap(let tap) = spec else {
-            throw ValidationError("--\(role): port kind '\(spec.kind)' is not supported by run yet (accepted: tap)")
+    /// The ports and stages to run: the `--port`/`--object` specs, plus the standard chain when the shortcut is
+    /// given; validated as a whole.
+    func plan() throws -> (ports: [PortSpec], objects: [ObjectSpec], shortcut: Bool) {
+        var portSpecs: [PortSpec] = []
+        var objectSpecs: [ObjectSpec] = []
+        for text in ports {
+            do { portSpecs.append(try PortSpec.parse(text)) } catch { throw ValidationError("--port: \(error)") }
         }
-        return tap
+        for text in objects {
+            do { objectSpecs.append(try ObjectSpec.parse(text)) } catch { throw ValidationError("--object: \(error)") }
+        }
+        var shortcut = false
+        if let client, let primary, let secondary {
+            var roles: [PortSpec] = []
+            for (role, text) in [("client", client), ("primary", primary), ("secondary", secondary)] {
+                do { roles.append(try PortSpec.parse(text)) } catch { throw ValidationError("--\(role): \(error)") }
+            }
+            portSpecs += roles
+            objectSpecs += Self.standardChain(
+                client: roles[0].id, primary: roles[1].id, secondary: roles[2].id,
+                compareTimeout: compareTimeout, onDivergence: onDivergence == "checkpoint" ? .checkpoint : .release)
+            shortcut = true
+        }
+        do {
+            try ObjectSpec.validate(objects: objectSpecs, ports: portSpecs)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        return (portSpecs, objectSpecs, shortcut)
+    }
+
+    /// SPEC §2's standard chain as objects: the client's frames are mirrored to the secondary (through the
+    /// rewriter on its port) and redirected to the primary; the primary's side is tracked in its zone on its port.
+    public static func standardChain(
+        client: String, primary: String, secondary: String, compareTimeout: UInt64 = 3000,
+        onDivergence: DivergenceAction = .release
+    ) -> [ObjectSpec] {
+        [
+            .mirror(
+                MirrorSpec(id: "mirror0", attachment: FilterAttachment(netdev: client, queue: .tx), outdev: secondary)),
+            .redirector(
+                RedirectorSpec(
+                    id: "redirector0", attachment: FilterAttachment(netdev: client, queue: .tx), indev: nil,
+                    outdev: primary)),
+            .conntrack(ConntrackSpec(id: "ct0", attachment: FilterAttachment(netdev: primary), zone: 1)),
+            .rewriter(RewriterSpec(id: "rew0", attachment: FilterAttachment(netdev: secondary))),
+            .compare(
+                CompareSpec(
+                    id: "comp0", primaryIn: primary, secondaryIn: secondary, outdev: client,
+                    compareTimeoutMilliseconds: compareTimeout, onDivergence: onDivergence)),
+        ]
+    }
+
+    /// Opens one port.
+    static func open(_ spec: PortSpec) throws -> any FramePort {
+        switch spec {
+        case .tap(let tap):
+            return DevicePort(
+                id: tap.id, device: try TapDevice(name: tap.interfaceName, mode: .tap, vnetHeader: tap.vnetHeader))
+        case .tun(let tun):
+            return DevicePort(id: tun.id, device: try TapDevice(name: tun.interfaceName, mode: .tun))
+        case .pcap(let pcap):
+            return try PcapPort(spec: pcap)
+        case .socket, .nfqueue:
+            throw ValidationError(
+                "port \(spec.id): kind '\(spec.kind)' is not supported by run yet (accepted: tap, tun, pcap)")
+        }
     }
 
     public func run() throws {
         // Before any thread exists, so every thread inherits the mask and only the waiter sees the signals.
         SignalStopper.block()
         let logger = Logger(label: "colo-proxy")
-        let specs = try [("client", client), ("primary", primary), ("secondary", secondary)].map {
-            try Self.tapSpec($0.1, role: $0.0)
+        let (portSpecs, objectSpecs, shortcut) = try plan()
+        let log = try EventLog(path: eventLog)
+        let taps = portSpecs.compactMap { spec -> TapPortSpec? in if case .tap(let tap) = spec { tap } else { nil } }
+        if shortcut && objects.isEmpty && ports.isEmpty && taps.count == 3 {
+            try runTapProxy(taps, log: log, logger: logger)
+            return
         }
+        var opened: [any FramePort] = []
+        for spec in portSpecs {
+            do { opened.append(try Self.open(spec)) } catch {
+                StandardError.line("colo-proxy run: \(error)")
+                throw ExitCode(2)
+            }
+        }
+        let proxy: GraphProxy
+        do {
+            proxy = try GraphProxy(ports: opened, portSpecs: portSpecs, objects: objectSpecs)
+        } catch {
+            StandardError.line("colo-proxy run: \(error)")
+            throw ExitCode(2)
+        }
+        let server = try controlServer(proxy.commandTable())
+        proxy.onDivergence = { [server] event in Self.report(event, log: log, server: server) }
+        proxy.onFailover = { [server] in server?.broadcast(event: ColoQMPSchema.failoverEvent, data: [:]) }
+        SignalStopper.wait { proxy.stop() }
+        let names = portSpecs.map { "\($0.kind) \($0.id)" }.joined(separator: ", ")
+        logger.info("running: ports \(names); \(objectSpecs.count) stages\(noControl ? "" : ", control \(control)")")
+        proxy.run()
+        let (released, dropped) = proxy.drainOnShutdown()
+        for port in opened { port.close() }
+        server?.stop()
+        logger.info(
+            "stopped: released \(released) held primary packets, dropped \(dropped) secondary ones; \(proxy.counters.unrouted) unrouted, \(proxy.counters.sendRefused) refused by ports"
+        )
+    }
+
+    private func controlServer(_ table: QMPCommandTable) throws -> QMPServer? {
+        guard !noControl else { return nil }
+        do {
+            return try QMPServer(path: control, handler: table)
+        } catch {
+            StandardError.line("colo-proxy run: control socket \(control): \(error)")
+            throw ExitCode(2)
+        }
+    }
+
+    static func report(_ event: DivergenceEvent, log: EventLog, server: QMPServer?) {
+        log.write(event.json)
+        if let data = try? JSONValue.parse(event.json).objectValue {
+            server?.broadcast(event: ColoQMPSchema.divergenceEvent, data: data)
+        }
+    }
+
+    /// The standard chain on three TAP devices: the dedicated fast path (`TapProxy`).
+    private func runTapProxy(_ specs: [TapPortSpec], log: EventLog, logger: Logger) throws {
         var devices: [TapDevice] = []
         for spec in specs {
             do {
@@ -96,23 +232,8 @@ public struct RunCommand: ParsableCommand {
             StandardError.line("colo-proxy run: \(error)")
             throw ExitCode(2)
         }
-
-        let log = try EventLog(path: eventLog)
-        var server: QMPServer?
-        if !noControl {
-            do {
-                server = try QMPServer(path: control, handler: proxy.commandTable())
-            } catch {
-                StandardError.line("colo-proxy run: control socket \(control): \(error)")
-                throw ExitCode(2)
-            }
-        }
-        proxy.onDivergence = { [server] event in
-            log.write(event.json)
-            if let data = try? JSONValue.parse(event.json).objectValue {
-                server?.broadcast(event: ColoQMPSchema.divergenceEvent, data: data)
-            }
-        }
+        let server = try controlServer(proxy.commandTable())
+        proxy.onDivergence = { [server] event in Self.report(event, log: log, server: server) }
         proxy.onFailover = { [server] in server?.broadcast(event: ColoQMPSchema.failoverEvent, data: [:]) }
 
         SignalStopper.wait { proxy.stop() }

@@ -1,0 +1,186 @@
+import ColoCapture
+import ColoPacket
+import ColoPorts
+import ColoStages
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A `tap` or `tun` port: one TUN/TAP device, frames read straight into store buffers.
+public final class DevicePort: FramePort {
+    public let id: String
+    public let device: TapDevice
+    public private(set) var portCounters = PortCounters()
+    private var closed = false
+
+    public init(id: String, device: TapDevice) {
+        self.id = id
+        self.device = device
+    }
+
+    public var linkType: LinkType { device.mode.linkType }
+
+    public func appendPollDescriptors(to descriptors: inout [pollfd]) {
+        guard !closed else { return }
+        descriptors.append(pollfd(fd: device.fileDescriptor, events: Int16(POLLIN), revents: 0))
+    }
+
+    public func receive(into store: PacketStore, limit: Int, now: UInt64, deliver: (PacketRef) -> Void) -> Int {
+        guard !closed else { return 0 }
+        var delivered = 0
+        while delivered < limit {
+            guard let ref = store.acquire(length: PacketStore.smallSize) else {
+                // Read the frame anyway so the device's queue moves; counted, not processed.
+                portCounters.storeFull &+= 1
+                var scratch: (UInt64, UInt64) = (0, 0)
+                let moved = withUnsafeMutableBytes(of: &scratch) { (try? device.read(into: $0)) ?? nil }
+                guard moved != nil else { return delivered }
+                continue
+            }
+            let length: Int?
+            do throws(PortError) {
+                length = try device.read(into: store.buffer(ref))
+            } catch {
+                portCounters.errors &+= 1
+                store.release(ref)
+                return delivered
+            }
+            guard let length else {
+                store.release(ref)
+                return delivered
+            }
+            let meta = store.metadata(ref)
+            meta.pointee.length = length
+            meta.pointee.linkType = device.mode.linkType
+            meta.pointee.vnetHeaderLength = device.vnetHeaderLength
+            meta.pointee.receivedAt = now
+            store.reparse(ref)
+            portCounters.framesIn &+= 1
+            portCounters.bytesIn &+= UInt64(length)
+            delivered += 1
+            deliver(ref)
+        }
+        return delivered
+    }
+
+    public func send(_ frame: UnsafeRawBufferPointer, vnetHeaderLength: Int) -> Bool {
+        guard !closed, vnetHeaderLength == device.vnetHeaderLength else {
+            portCounters.sendRefused &+= 1
+            return false
+        }
+        let sent = (try? device.write(frame)) ?? false
+        if sent {
+            portCounters.framesOut &+= 1
+            portCounters.bytesOut &+= UInt64(frame.count)
+        } else {
+            portCounters.sendRefused &+= 1
+        }
+        return sent
+    }
+
+    public func service(now: UInt64) {}
+
+    public func close() {
+        closed = true
+        device.close()
+    }
+}
+
+/// A `pcap` port: `mode=read` yields a capture's records (as fast as the proxy takes them, then nothing);
+/// `mode=write` records every frame sent to it.
+public final class PcapPort: FramePort {
+    public let id: String
+    public let linkType: LinkType
+    public private(set) var portCounters = PortCounters()
+    private var reader: CaptureReader?
+    private let writer: PcapWriter?
+    /// Readable at once, always: keeps the loop coming back while records remain.
+    private var alwaysReady: Int32 = -1
+
+    public init(spec: PcapPortSpec, linkType: LinkType = .ethernet) throws {
+        id = spec.id
+        switch spec.mode {
+        case .read:
+            let reader = try CaptureReader(path: spec.file)
+            self.reader = reader
+            self.linkType = reader.interfaces.first?.linkType ?? linkType
+            writer = nil
+            alwaysReady = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        case .write:
+            reader = nil
+            self.linkType = linkType
+            writer = try PcapWriter(path: spec.file, linkType: linkType, resolution: .nanoseconds)
+        }
+    }
+
+    deinit { close() }
+
+    public func appendPollDescriptors(to descriptors: inout [pollfd]) {
+        guard reader != nil, alwaysReady >= 0 else { return }
+        descriptors.append(pollfd(fd: alwaysReady, events: Int16(POLLIN), revents: 0))
+    }
+
+    public func receive(into store: PacketStore, limit: Int, now: UInt64, deliver: (PacketRef) -> Void) -> Int {
+        guard let reader else { return 0 }
+        var delivered = 0
+        while delivered < limit {
+            let record: CaptureRecord?
+            do throws(CaptureError) {
+                record = try reader.next()
+            } catch {
+                portCounters.errors &+= 1
+                self.reader = nil
+                return delivered
+            }
+            guard let record else {
+                self.reader = nil
+                return delivered
+            }
+            guard let ref = store.acquire(length: record.bytes.count) else {
+                portCounters.storeFull &+= 1
+                continue
+            }
+            store.buffer(ref).copyMemory(from: record.bytes)
+            let meta = store.metadata(ref)
+            meta.pointee.length = record.bytes.count
+            meta.pointee.linkType = record.linkType
+            meta.pointee.vnetHeaderLength = 0
+            meta.pointee.receivedAt = now
+            store.reparse(ref)
+            portCounters.framesIn &+= 1
+            portCounters.bytesIn &+= UInt64(record.bytes.count)
+            delivered += 1
+            deliver(ref)
+        }
+        return delivered
+    }
+
+    public func send(_ frame: UnsafeRawBufferPointer, vnetHeaderLength: Int) -> Bool {
+        guard let writer, frame.count >= vnetHeaderLength else {
+            portCounters.sendRefused &+= 1
+            return false
+        }
+        let bytes = UnsafeRawBufferPointer(rebasing: frame[vnetHeaderLength...])
+        do throws(CaptureError) {
+            try writer.write(bytes: bytes, timestampNanoseconds: wallClockNanoseconds())
+        } catch {
+            portCounters.errors &+= 1
+            return false
+        }
+        portCounters.framesOut &+= 1
+        portCounters.bytesOut &+= UInt64(bytes.count)
+        return true
+    }
+
+    public func service(now: UInt64) {}
+
+    public func close() {
+        reader = nil
+        try? writer?.flush()
+        if alwaysReady >= 0 {
+            Glibc.close(alwaysReady)
+            alwaysReady = -1
+        }
+    }
+}

@@ -1,0 +1,127 @@
+import ColoConntrack
+import ColoControl
+import ColoPacket
+import ColoStages
+
+/// The control socket's commands (SPEC §7) for a `GraphProxy`; each runs on the data thread through `perform`.
+extension GraphProxy {
+    public func commandTable() -> QMPCommandTable {
+        var table = QMPCommandTable()
+        table.register(ColoQMPSchema.queryStatus) { [self] _ in
+            answer { proxy in
+                .object([
+                    "status": "running", "failed-over": .bool(proxy.comparers.contains { $0.failedOver }),
+                    "connections": .integer(Int64(proxy.tracker.count)),
+                    "compared-connections": .integer(Int64(proxy.comparers.reduce(0) { $0 + $1.connectionCount })),
+                    "filters": .array(proxy.filterIDs.map { .string($0) }),
+                ])
+            }
+        }
+        table.register(ColoQMPSchema.queryStats) { [self] _ in answer { $0.statistics() } }
+        table.register(ColoQMPSchema.queryConnections) { [self] _ in answer { $0.connectionList() } }
+        table.register(ColoQMPSchema.checkpointDone) { [self] _ in
+            answer { proxy in
+                proxy.checkpointDone()
+                return .object([:])
+            }
+        }
+        table.register(ColoQMPSchema.lostHeartbeat) { [self] _ in
+            answer { proxy in
+                proxy.failover()
+                return .object([:])
+            }
+        }
+        table.register(ColoQMPSchema.filterSetStatus) { [self] arguments in
+            let id = arguments["id"]?.stringValue ?? ""
+            let status = arguments["status"]?.stringValue ?? ""
+            guard ColoQMPSchema.filterStatusValues.contains(status) else {
+                return .failure(.generic("Parameter 'status' expects 'on' or 'off', not '\(status)'"))
+            }
+            guard let found = perform({ $0.setStatus(id, on: status == "on") }) else {
+                return .failure(.generic("the data path did not answer in time"))
+            }
+            guard found else {
+                let known = filterIDs.joined(separator: ", ")
+                return .failure(QMPError(.deviceNotFound, "Filter '\(id)' not found (filters: \(known))"))
+            }
+            return .success(.object([:]))
+        }
+        return table
+    }
+
+    private func answer(_ work: @escaping @Sendable (GraphProxy) -> JSONValue) -> Result<JSONValue, QMPError> {
+        guard let value = perform(work) else { return .failure(.generic("the data path did not answer in time")) }
+        return .success(value)
+    }
+
+    func statistics() -> JSONValue {
+        var portObjects = JSONObject()
+        for port in ports {
+            let counters = port.portCounters
+            portObjects[port.id] = .object([
+                "in": .integer(Int64(counters.framesIn)), "out": .integer(Int64(counters.framesOut)),
+                "bytes-in": .integer(Int64(counters.bytesIn)), "bytes-out": .integer(Int64(counters.bytesOut)),
+                "send-refused": .integer(Int64(counters.sendRefused)),
+                "store-full": .integer(Int64(counters.storeFull)), "errors": .integer(Int64(counters.errors)),
+                "connects": .integer(Int64(counters.connects)),
+                "disconnects": .integer(Int64(counters.disconnects)),
+            ])
+        }
+        var compareObjects = JSONObject()
+        for (index, comparer) in comparers.enumerated() {
+            let compare = comparer.counters
+            var reasons = JSONObject()
+            for reason in DivergenceReason.allCases {
+                reasons[reason.rawValue] = .integer(Int64(compare.divergencesByReason[reason] ?? 0))
+            }
+            compareObjects[graph.compares[index].spec.id] = .object([
+                "released": .integer(Int64(compare.released)), "dropped": .integer(Int64(compare.dropped)),
+                "bytes-compared": .integer(Int64(compare.bytesCompared)),
+                "datagrams-matched": .integer(Int64(compare.datagramsMatched)),
+                "divergences": .integer(Int64(compare.divergences)), "by-reason": .object(reasons),
+                "checkpoints": .integer(Int64(compare.checkpoints)),
+                "malformed": .integer(Int64(compare.malformed)),
+            ])
+        }
+        let conntrack = tracker.counters
+        return .object([
+            "ports": .object(portObjects),
+            "compare": .object(compareObjects),
+            "graph": .object([
+                "unrouted": .integer(Int64(counters.unrouted)),
+                "mirror-refused": .integer(Int64(counters.mirrorRefused)),
+                "send-refused": .integer(Int64(counters.sendRefused)),
+                "dump-errors": .integer(Int64(counters.dumpErrors)),
+            ]),
+            "conntrack": .object([
+                "entries": .integer(Int64(tracker.count)), "created": .integer(Int64(conntrack.created)),
+                "invalid": .integer(Int64(conntrack.invalid)),
+                "refused": .integer(Int64(conntrack.refusedGlobalLimit + conntrack.refusedZoneLimit)),
+            ]),
+        ])
+    }
+
+    /// The conntrack table, one object per connection, with the rewriter's offset on the secondary's entries.
+    func connectionList() -> JSONValue {
+        var list: [JSONValue] = []
+        let now = monotonicNanoseconds()
+        tracker.forEachEntry { handle, entry in
+            let key = entry.key
+            var item: JSONObject = [
+                "zone": .integer(Int64(key.zone)),
+                "proto": .string(IPProtocol.name(key.protocolNumber)),
+                "src": .string(key.sourceAddress.description), "sport": .integer(Int64(key.sourcePort)),
+                "dst": .string(key.destinationAddress.description), "dport": .integer(Int64(key.destinationPort)),
+                "conntrack": .string(ConntrackFormatter.line(entry, now: now)),
+            ]
+            if key.zone == ObjectGraph.secondaryZone,
+                let offset = rewriters.lazy.compactMap({ $0.offset(of: handle) })
+                    .first
+            {
+                item["offset"] = .integer(Int64(Int32(bitPattern: offset)))
+            }
+            list.append(.object(item))
+        }
+        return .array(list)
+    }
+}

@@ -1,0 +1,378 @@
+import ColoCapture
+import ColoConntrack
+import ColoControl
+import ColoPacket
+import ColoPorts
+import ColoStages
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The proxy on any ports with any chain of `--object` stages (`ObjectGraph` says how frames move).
+///
+/// One data thread (`run`) polls every port, reads frames in batches straight into the packet store, walks them
+/// through their chains and writes what comes out; control commands reach it through a mailbox, so no packet
+/// state is ever touched by two threads. One tracker holds every zone; fragments are tracked whole (the
+/// fragment-aware front end holds them until their datagram completes).
+public final class GraphProxy: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var batchSize = 64
+        public var storeBuffers = 16384
+        public var conntrack = ColoPipeline.defaultConntrack
+        public init() {}
+    }
+
+    public struct Counters: Sendable, Equatable {
+        /// Frames that reached the end of a port's tx chain with nothing reading that port.
+        public var unrouted: UInt64 = 0
+        /// Mirror copies not made: the store was full.
+        public var mirrorRefused: UInt64 = 0
+        public var storeFull: UInt64 = 0
+        public var dumpErrors: UInt64 = 0
+        public var sendRefused: UInt64 = 0
+    }
+
+    public let ports: [any FramePort]
+    public let store: PacketStore
+    public let tracker: ConnectionTracker
+    public let comparers: [Comparer]
+    public let rewriters: [Rewriter]
+    public private(set) var counters = Counters()
+    public var onDivergence: ((DivergenceEvent) -> Void)?
+    public var onFailover: (() -> Void)?
+
+    let graph: ObjectGraph
+    private let frontEnd: FragmentAwareTracker
+    private let configuration: Configuration
+    private let mailbox: DataThreadMailbox<GraphProxy>
+    private var writers: [PcapWriter?]
+    /// Per chain, per slot: on or off (`filter-set-status`).
+    private var enabled: [[Bool]]
+    /// Where a packet held by the fragment front end continues: chain << 16 | slot, by store index.
+    private let resume: UnsafeMutablePointer<UInt32>
+    private var eventsSeen: [Int]
+    private var releaseScratch: [[PacketRef]]
+    private var failedOver = false
+
+    /// Builds the graph (validating every spec) over already opened ports, in the order of `portSpecs`.
+    public init(
+        ports: [any FramePort], portSpecs: [PortSpec], objects: [ObjectSpec],
+        configuration: Configuration = Configuration()
+    ) throws {
+        let graph = try ObjectGraph(ports: portSpecs, objects: objects)
+        guard ports.count == portSpecs.count else {
+            throw GraphProxyError("\(ports.count) ports opened for \(portSpecs.count) port specs")
+        }
+        self.graph = graph
+        self.ports = ports
+        self.configuration = configuration
+        let store = PacketStore(small: configuration.storeBuffers, large: 64)
+        let tracker = ConnectionTracker(configuration: configuration.conntrack)
+        self.store = store
+        self.tracker = tracker
+        frontEnd = FragmentAwareTracker(tracker: tracker)
+        var rewriters: [Rewriter] = []
+        for id in graph.rewriterIDs {
+            guard
+                let rewriter = Rewriter(
+                    tracker: tracker, primaryZone: ObjectGraph.primaryZone, secondaryZone: ObjectGraph.secondaryZone)
+            else { throw GraphProxyError("filter-rewriter \(id): the tracker has no extension words left") }
+            rewriters.append(rewriter)
+        }
+        self.rewriters = rewriters
+        comparers = graph.compares.map { node in
+            var compare = CompareConfiguration()
+            compare.compareTimeout = node.spec.compareTimeoutMilliseconds * 1_000_000
+            compare.expiredScanCycle = node.spec.expiredScanCycleMilliseconds * 1_000_000
+            compare.maxQueueSize = node.spec.maxQueueSize
+            compare.onDivergence = node.spec.onDivergence
+            return Comparer(configuration: compare, store: store, tracker: tracker)
+        }
+        eventsSeen = Array(repeating: 0, count: graph.compares.count)
+        releaseScratch = Array(repeating: [], count: graph.compares.count)
+        enabled = graph.chains.map { chain in chain.slots.map { graph.initialStatus[$0.objectID] ?? true } }
+        let total = configuration.storeBuffers + 64
+        resume = .allocate(capacity: total)
+        resume.initialize(repeating: 0, count: total)
+        mailbox = try DataThreadMailbox(device: "graph proxy wake-up pipe")
+        var writers: [PcapWriter?] = []
+        for dump in graph.dumps {
+            let linkType = portSpecs.firstIndex { $0.id == dump.attachment.netdev }.map { ports[$0].linkType }
+            do {
+                writers.append(
+                    try PcapWriter(
+                        path: dump.file, linkType: linkType ?? .ethernet, resolution: .nanoseconds,
+                        snapshotLength: dump.maxLength))
+            } catch {
+                throw GraphProxyError("filter-dump \(dump.id): \(error)")
+            }
+        }
+        self.writers = writers
+    }
+
+    deinit {
+        resume.deallocate()
+    }
+
+    // MARK: - Threads
+
+    /// Asks `run` to return (any thread).
+    public func stop() { mailbox.requestStop() }
+
+    /// Runs `work` on the data thread; nil if it did not answer within `timeout` seconds.
+    public func perform<T: Sendable>(timeout: Double = 2, _ work: @escaping @Sendable (GraphProxy) -> T) -> T? {
+        mailbox.perform(timeout: timeout, work)
+    }
+
+    /// Moves packets until `stop()`.
+    public func run() {
+        var descriptors: [pollfd] = []
+        descriptors.reserveCapacity(ports.count * 2 + 1)
+        var owners: [Int] = []
+        owners.reserveCapacity(ports.count * 2 + 1)
+        var lastTick = monotonicNanoseconds()
+        let tickEvery =
+            comparers.map { $0.configuration.expiredScanCycle }.min().map { min($0, 50_000_000) }
+            ?? 50_000_000
+        while !mailbox.stopRequested {
+            descriptors.removeAll(keepingCapacity: true)
+            owners.removeAll(keepingCapacity: true)
+            descriptors.append(pollfd(fd: mailbox.wakeDescriptor, events: Int16(POLLIN), revents: 0))
+            owners.append(-1)
+            for (index, port) in ports.enumerated() {
+                let before = descriptors.count
+                port.appendPollDescriptors(to: &descriptors)
+                for _ in before..<descriptors.count { owners.append(index) }
+            }
+            let ready = poll(&descriptors, nfds_t(descriptors.count), 20)
+            let now = monotonicNanoseconds()
+            if ready > 0 {
+                var seen = -2
+                for (slot, descriptor) in descriptors.enumerated() where descriptor.revents != 0 {
+                    let owner = owners[slot]
+                    if owner < 0 {
+                        _ = mailbox.runPending(self)
+                        reportEvents()
+                        continue
+                    }
+                    // A port with several descriptors is read once per turn.
+                    guard owner != seen else { continue }
+                    seen = owner
+                    receive(from: owner, now: now)
+                }
+            }
+            for port in ports { port.service(now: now) }
+            if now &- lastTick >= tickEvery {
+                tick(now: now)
+                lastTick = now
+            }
+            reportEvents()
+        }
+    }
+
+    private func receive(from index: Int, now: UInt64) {
+        let chain = ObjectGraph.txChain(index)
+        _ = ports[index].receive(into: store, limit: configuration.batchSize, now: now) { ref in
+            store.metadata(ref).pointee.source = .other
+            process(ref, chain: chain, from: 0, now: now)
+        }
+    }
+
+    private func tick(now: UInt64) {
+        for index in comparers.indices {
+            comparers[index].scan(now: now)
+            drain(index, now: now)
+        }
+        frontEnd.expire(now: now) { token, result in
+            // A fragment whose datagram never completed goes on untracked-invalid, like any bad packet.
+            let ref = PacketRef(index: UInt32(truncatingIfNeeded: token))
+            store.metadata(ref).pointee.track = result
+            let hop = resume[Int(ref.index)]
+            process(ref, chain: Int(hop >> 16), from: Int(hop & 0xFFFF) + 1, now: now)
+        }
+    }
+
+    // MARK: - Walking the chains
+
+    private func process(_ ref: PacketRef, chain: Int, from start: Int, now: UInt64) {
+        let slots = graph.chains[chain].slots
+        var position = start
+        while position < slots.count {
+            defer { position += 1 }
+            guard enabled[chain][position] else { continue }
+            switch slots[position].stage {
+            case .mirror(let target):
+                guard let copy = duplicate(ref) else {
+                    counters.mirrorRefused &+= 1
+                    continue
+                }
+                deliver(copy, to: target, now: now)
+            case .redirect(let target):
+                guard let target else { continue }
+                deliver(ref, to: target, now: now)
+                return
+            case .rewriteToward(let index):
+                rewriters[index].rewriteTowardSecondary(ref, in: store)
+            case .rewriteFrom(let index):
+                rewriters[index].rewriteFromSecondary(ref, in: store)
+            case .track(let zone):
+                let meta = store.metadata(ref)
+                if meta.pointee.track.zone == zone, !meta.pointee.track.state.isEmpty { continue }
+                guard meta.pointee.parsed else {
+                    meta.pointee.track = .invalid(.malformed, zone: zone)
+                    continue
+                }
+                resume[Int(ref.index)] = UInt32(chain) << 16 | UInt32(position)
+                let next = position + 1
+                frontEnd.process(store.packet(ref), zone: zone, now: now, token: UInt64(ref.index)) { token, result in
+                    let done = PacketRef(index: UInt32(truncatingIfNeeded: token))
+                    store.metadata(done).pointee.track = result
+                    process(done, chain: chain, from: next, now: now)
+                }
+                return
+            case .dump(let index):
+                guard let writer = writers[index] else { continue }
+                do {
+                    try writer.write(bytes: store.frame(ref), timestampNanoseconds: wallClockNanoseconds())
+                } catch {
+                    counters.dumpErrors &+= 1
+                }
+            }
+        }
+        switch graph.chains[chain].end {
+        case .deliver(let target):
+            deliver(ref, to: target, now: now)
+        case .send(let port):
+            let meta = store.metadata(ref).pointee
+            if !ports[port].send(store.frame(ref), vnetHeaderLength: meta.vnetHeaderLength) {
+                counters.sendRefused &+= 1
+            }
+            store.release(ref)
+        case .unrouted:
+            counters.unrouted &+= 1
+            store.release(ref)
+        case .compare(let index, let primary):
+            if primary {
+                for rewriter in rewriters { rewriter.observePrimary(ref, in: store) }
+                comparers[index].primary(ref, now: now)
+            } else {
+                comparers[index].secondary(ref, now: now)
+            }
+            drain(index, now: now)
+        }
+    }
+
+    private func deliver(_ ref: PacketRef, to target: ObjectGraph.Target, now: UInt64) {
+        switch target {
+        case .port(let port):
+            process(ref, chain: ObjectGraph.rxChain(port), from: 0, now: now)
+        case .compare(let index, let primary):
+            store.metadata(ref).pointee.source = primary ? .primary : .secondary
+            process(ref, chain: graph.compareChain(index, primary: primary), from: 0, now: now)
+        case .inject(let chain, let position):
+            process(ref, chain: chain, from: position, now: now)
+        }
+    }
+
+    private func drain(_ index: Int, now: UInt64) {
+        let comparer = comparers[index]
+        if !comparer.released.isEmpty {
+            let target = graph.compares[index].outdev
+            // Swapped out first (no copy, no allocation): delivering can reach this comparer again.
+            var released = releaseScratch[index]
+            releaseScratch[index] = []
+            swap(&released, &comparer.released)
+            for ref in released { deliver(ref, to: target, now: now) }
+            released.removeAll(keepingCapacity: true)
+            releaseScratch[index] = released
+        }
+        if !comparer.dropped.isEmpty {
+            for ref in comparer.dropped { store.release(ref) }
+            comparer.dropped.removeAll(keepingCapacity: true)
+        }
+    }
+
+    private func duplicate(_ ref: PacketRef) -> PacketRef? {
+        let meta = store.metadata(ref).pointee
+        guard let copy = store.acquire(length: meta.length) else { return nil }
+        store.buffer(copy).copyMemory(from: store.frame(ref))
+        store.metadata(copy).pointee.length = meta.length
+        store.metadata(copy).pointee.linkType = meta.linkType
+        store.metadata(copy).pointee.receivedAt = meta.receivedAt
+        store.metadata(copy).pointee.vnetHeaderLength = meta.vnetHeaderLength
+        store.metadata(copy).pointee.source = meta.source
+        store.reparse(copy)
+        store.metadata(copy).pointee.track = meta.track
+        return copy
+    }
+
+    private func reportEvents() {
+        for (index, comparer) in comparers.enumerated() {
+            let events = comparer.events
+            guard eventsSeen[index] < events.count else { continue }
+            let wall = wallClockNanoseconds()
+            while eventsSeen[index] < events.count {
+                var event = events[eventsSeen[index]]
+                event.time = wall
+                eventsSeen[index] += 1
+                onDivergence?(event)
+            }
+            comparer.checkpointRequested = false
+        }
+    }
+
+    // MARK: - Control
+
+    /// The controller reported a checkpoint done: every comparer flushes, offsets restart.
+    public func checkpointDone() {
+        let now = monotonicNanoseconds()
+        for index in comparers.indices {
+            comparers[index].checkpointDone(now: now)
+            drain(index, now: now)
+        }
+        for rewriter in rewriters { rewriter.checkpoint() }
+    }
+
+    /// The primary is gone: the secondary's output goes to the client from now on.
+    public func failover() {
+        guard !failedOver else { return }
+        failedOver = true
+        let now = monotonicNanoseconds()
+        for index in comparers.indices {
+            comparers[index].failover(now: now)
+            drain(index, now: now)
+        }
+        for rewriter in rewriters { rewriter.failover() }
+        onFailover?()
+    }
+
+    /// Switches every slot of filter `id`; false if no filter has that id.
+    public func setStatus(_ id: String, on: Bool) -> Bool {
+        var found = false
+        for chain in graph.chains.indices {
+            for slot in graph.chains[chain].slots.indices where graph.chains[chain].slots[slot].objectID == id {
+                enabled[chain][slot] = on
+                found = true
+            }
+        }
+        return found && graph.initialStatus[id] != nil
+    }
+
+    public var filterIDs: [String] { graph.initialStatus.keys.sorted() }
+
+    /// On shutdown: the primary's held packets are released, the secondary's dropped; pcap files flushed.
+    @discardableResult
+    public func drainOnShutdown() -> (released: Int, dropped: Int) {
+        let before = comparers.reduce((0, 0)) { ($0.0 + $1.counters.released, $0.1 + $1.counters.dropped) }
+        checkpointDone()
+        let after = comparers.reduce((0, 0)) { ($0.0 + $1.counters.released, $0.1 + $1.counters.dropped) }
+        for writer in writers { try? writer?.flush() }
+        return (Int(after.0 - before.0), Int(after.1 - before.1))
+    }
+}
+
+public struct GraphProxyError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,179 @@
+import ColoCLI
+import ColoControl
+import ColoPacket
+import ColoPacketBuilder
+import ColoRuntime
+import ColoStages
+import Foundation
+import Synchronization
+import Testing
+
+final class EventList: @unchecked Sendable {
+    private let lock = Mutex<[DivergenceEvent]>([])
+    func append(_ event: DivergenceEvent) { lock.withLock { $0.append(event) } }
+    var count: Int { lock.withLock { $0.count } }
+    var all: [DivergenceEvent] { lock.withLock { $0 } }
+}
+
+/// A `GraphProxy` on memory ports, running on its own thread as in the daemon.
+final class GraphHarness: @unchecked Sendable {
+    let ports: [String: MemoryPort]
+    let proxy: GraphProxy
+    let events = EventList()
+    private let thread: Thread
+
+    init(ports portTexts: [String], objects objectTexts: [String]) throws {
+        let specs = try portTexts.map { try PortSpec.parse($0) }
+        let objects = try objectTexts.map { try ObjectSpec.parse($0) }
+        let memory = specs.map { MemoryPort($0.id) }
+        ports = Dictionary(uniqueKeysWithValues: memory.map { ($0.id, $0) })
+        proxy = try GraphProxy(ports: memory, portSpecs: specs, objects: objects)
+        let events = self.events
+        proxy.onDivergence = { event in events.append(event) }
+        let proxy = self.proxy
+        thread = Thread { proxy.run() }
+        thread.start()
+    }
+
+    func stop() { proxy.stop() }
+
+    /// Waits until `condition` holds (up to 2 s).
+    func wait(_ condition: () -> Bool) -> Bool {
+        for _ in 0..<400 {
+            if condition() { return true }
+            usleep(5000)
+        }
+        return condition()
+    }
+
+    func sent(_ id: String) -> [[UInt8]] { ports[id]?.sent ?? [] }
+}
+
+func udp(_ payload: String, from: UInt8 = 2, to: UInt8 = 1, port: UInt16 = 53) -> [UInt8] {
+    PacketBuilder.build(
+        .ipv4(
+            IPv4Spec(source: IPv4Address(10, 10, 0, from), destination: IPv4Address(10, 10, 0, to)),
+            .udp(UDPSpec(sourcePort: port, destinationPort: 5000, payload: Array(payload.utf8)))))
+}
+
+func tcp(
+    _ flags: TCPFlags, seq: UInt32, ack: UInt32 = 0, payload: String = "", fromClient: Bool
+) -> [UInt8] {
+    let client = IPv4Address(10, 10, 0, 1)
+    let server = IPv4Address(10, 10, 0, 2)
+    let spec = TCPSpec(
+        sourcePort: fromClient ? 40000 : 80, destinationPort: fromClient ? 80 : 40000, sequenceNumber: seq,
+        acknowledgmentNumber: ack, flags: flags, payload: Array(payload.utf8))
+    return PacketBuilder.tcp4(
+        spec,
+        ip: fromClient ? IPv4Spec(source: client, destination: server) : IPv4Spec(source: server, destination: client))
+}
+
+@Suite("GraphProxy: --port/--object chains")
+struct GraphProxyTests {
+    static let comparePorts = [
+        "socket,id=pin,path=/tmp/x1,server=on", "socket,id=sin,path=/tmp/x2,server=on",
+        "socket,id=out,path=/tmp/x3,server=on",
+    ]
+
+    @Test(
+        "standalone colo-compare: equal datagrams release the primary's once; unequal ones time out, released with an event"
+    )
+    func standaloneCompare() throws {
+        let lab = try GraphHarness(
+            ports: Self.comparePorts,
+            objects: [
+                "colo-compare,id=cmp,primary_in=pin,secondary_in=sin,outdev=out,compare_timeout=200,expired_scan_cycle=50"
+            ])
+        defer { lab.stop() }
+        let reply = udp("answer")
+        lab.ports["pin"]?.push(reply)
+        #expect(lab.sent("out").isEmpty)
+        lab.ports["sin"]?.push(reply)
+        #expect(lab.wait { lab.sent("out").count == 1 })
+        #expect(lab.sent("out").first == reply)
+
+        let primary = udp("primary says", port: 54)
+        lab.ports["pin"]?.push(primary)
+        lab.ports["sin"]?.push(udp("second says", port: 54))
+        #expect(lab.wait { lab.sent("out").count == 2 })
+        #expect(lab.sent("out").last == primary)
+        #expect(lab.wait { lab.events.count == 1 })
+        #expect(lab.sent("pin").isEmpty && lab.sent("sin").isEmpty)
+    }
+
+    @Test("the standard chain in object form: mirror, redirect, rewrite, compare over a TCP handshake")
+    func standardChainObjects() throws {
+        let objects = RunCommand.standardChain(client: "c", primary: "p", secondary: "s").map(\.specText)
+        let lab = try GraphHarness(
+            ports: ["tap,id=c,ifname=c0", "tap,id=p,ifname=p0", "tap,id=s,ifname=s0"], objects: objects)
+        defer { lab.stop() }
+        let syn = tcp([.syn], seq: 100, fromClient: true)
+        lab.ports["c"]?.push(syn)
+        #expect(lab.wait { lab.sent("p").count == 1 && lab.sent("s").count == 1 })
+        #expect(lab.sent("p").first == syn)
+        #expect(lab.sent("s").first == syn)  // no offset known yet: the SYN goes as it is
+
+        // The replicas answer with different ISNs: the secondary's is rewritten to the primary's, so they compare
+        // equal and the primary's goes to the client.
+        let primarySynAck = tcp([.syn, .ack], seq: 5000, ack: 101, fromClient: false)
+        lab.ports["p"]?.push(primarySynAck)
+        lab.ports["s"]?.push(tcp([.syn, .ack], seq: 9000, ack: 101, fromClient: false))
+        #expect(lab.wait { lab.sent("c").count == 1 })
+        #expect(lab.sent("c").first == primarySynAck)
+
+        // The client's ACK reaches the secondary with ack += 4000.
+        lab.ports["c"]?.push(tcp([.ack], seq: 101, ack: 5001, payload: "GET", fromClient: true))
+        #expect(lab.wait { lab.sent("s").count == 2 })
+        let rewritten = try #require(lab.sent("s").last)
+        let ackOffset = 14 + 20 + 8
+        let ack = rewritten[ackOffset..<ackOffset + 4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+        #expect(ack == 9001)
+        #expect(lab.events.count == 0)
+
+        let connections = lab.proxy.perform { proxy -> Int in
+            var withOffset = 0
+            proxy.tracker.forEachEntry { handle, _ in
+                if let offset = proxy.rewriters.first?.offset(of: handle), offset == 4000 { withOffset += 1 }
+            }
+            return withOffset
+        }
+        #expect(connections == 1)
+    }
+
+    @Test("filter-set-status switches a stage; unknown ids are an error naming the filters")
+    func setStatus() throws {
+        let lab = try GraphHarness(
+            ports: ["tap,id=a,ifname=a0", "tap,id=b,ifname=b0"],
+            objects: ["filter-redirector,id=r,netdev=a,queue=tx,outdev=b"])
+        defer { lab.stop() }
+        lab.ports["a"]?.push(udp("one"))
+        #expect(lab.wait { lab.sent("b").count == 1 })
+        #expect(lab.proxy.perform { $0.setStatus("r", on: false) } == true)
+        lab.ports["a"]?.push(udp("two"))
+        // Off, the redirector passes frames on; nothing reads port a, so the frame is unrouted (counted).
+        #expect(lab.wait { lab.proxy.perform { $0.counters.unrouted } == 1 })
+        #expect(lab.sent("b").count == 1)
+        #expect(lab.proxy.perform { $0.setStatus("nope", on: true) } == false)
+    }
+
+    @Test("mirror copies, the original goes on; redirector indev injects toward its netdev")
+    func mirrorAndIndev() throws {
+        let lab = try GraphHarness(
+            ports: ["tap,id=guest,ifname=g0", "tap,id=peer,ifname=p0", "tap,id=copy,ifname=m0"],
+            objects: [
+                "filter-mirror,id=m,netdev=guest,queue=tx,outdev=copy",
+                "filter-redirector,id=r,netdev=guest,queue=rx,indev=peer",
+            ])
+        defer { lab.stop() }
+        let frame = udp("from guest")
+        lab.ports["guest"]?.push(frame)
+        #expect(lab.wait { lab.sent("copy").count == 1 })
+        #expect(lab.sent("copy").first == frame)
+        #expect(lab.wait { lab.proxy.perform { $0.counters.unrouted } == 1 })
+        let inbound = udp("to guest", from: 1, to: 2)
+        lab.ports["peer"]?.push(inbound)
+        #expect(lab.wait { lab.sent("guest").count == 1 })
+        #expect(lab.sent("guest").first == inbound)
+    }
+}

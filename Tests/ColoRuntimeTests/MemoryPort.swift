@@ -1,0 +1,76 @@
+import ColoPacket
+import ColoRuntime
+import ColoStages
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A port in memory for driving a `GraphProxy` on its own thread: frames queued with `push` are yielded (a pipe
+/// wakes the proxy's poll), frames sent to it are collected.
+final class MemoryPort: FramePort, @unchecked Sendable {
+    let id: String
+    let linkType: LinkType = .ethernet
+    private let inbox = Mutex<[[UInt8]]>([])
+    private let outbox = Mutex<[[UInt8]]>([])
+    private let wake: (read: Int32, write: Int32)
+    private(set) var portCounters = PortCounters()
+
+    init(_ id: String) {
+        self.id = id
+        var fds: [Int32] = [0, 0]
+        precondition(pipe(&fds) == 0)
+        for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
+        wake = (fds[0], fds[1])
+    }
+
+    deinit {
+        Glibc.close(wake.read)
+        Glibc.close(wake.write)
+    }
+
+    func push(_ frame: [UInt8]) {
+        inbox.withLock { $0.append(frame) }
+        var byte: UInt8 = 1
+        _ = Glibc.write(wake.write, &byte, 1)
+    }
+
+    var sent: [[UInt8]] { outbox.withLock { $0 } }
+
+    func appendPollDescriptors(to descriptors: inout [pollfd]) {
+        descriptors.append(pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0))
+    }
+
+    func receive(into store: PacketStore, limit: Int, now: UInt64, deliver: (PacketRef) -> Void) -> Int {
+        var byte: UInt8 = 0
+        while Glibc.read(wake.read, &byte, 1) > 0 {}
+        let frames = inbox.withLock { queue -> [[UInt8]] in
+            let taken = queue
+            queue.removeAll()
+            return taken
+        }
+        for frame in frames {
+            guard
+                let ref = frame.withUnsafeBytes({
+                    store.store($0, linkType: .ethernet, source: .other, receivedAt: now)
+                })
+            else {
+                portCounters.storeFull += 1
+                continue
+            }
+            portCounters.framesIn += 1
+            deliver(ref)
+        }
+        return frames.count
+    }
+
+    func send(_ frame: UnsafeRawBufferPointer, vnetHeaderLength: Int) -> Bool {
+        outbox.withLock { $0.append(Array(frame)) }
+        portCounters.framesOut += 1
+        return true
+    }
+
+    func service(now: UInt64) {}
+    func close() {}
+}
