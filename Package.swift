@@ -54,7 +54,7 @@ let package = Package(
         // The running proxy: ports, stages and the control socket wired together.
         .target(
             name: "ColoRuntime",
-            dependencies: ["ColoPacket", "ColoCapture", "ColoConntrack", "ColoStages", "ColoPorts", "ColoControl"]
+            dependencies: ["ColoPacket", "ColoCapture", "ColoConntrack", "ColoStages", "ColoPorts", "ColoControl", "ColoNetfilter"]
         ),
         // Linux netfilter queue binding (verdicts for the primary's output).
         .target(name: "ColoNetfilter", dependencies: ["CNetfilterQueue"]),
@@ -84,7 +84,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "ColoCLI", "ColoConntrack", "ColoCapture", "ColoPacket", "ColoTestSupport", "ColoRuntime", "ColoPorts",
-                "ColoControl", "ColoStages",
+                "ColoControl", "ColoStages", "CColoLinux",
             ]
         ),
         .testTarget(

@@ -52,4 +52,15 @@ public protocol FramePort: AnyObject {
     var portCounters: PortCounters { get }
     /// Releases descriptors; afterwards the port yields nothing and refuses every frame.
     func close()
+    /// Whether the frames this port yields stay with it until `settle` (NFQUEUE: the kernel holds each packet
+    /// until its verdict). Such frames are settled, not written, when they leave the proxy toward this same port.
+    var holdsVerdicts: Bool { get }
+    /// The verdict on a frame this port yielded (`ref` as delivered): accept lets the original go on, drop
+    /// discards it. Called exactly once per such frame.
+    func settle(_ ref: PacketRef, accept: Bool)
+}
+
+extension FramePort {
+    public var holdsVerdicts: Bool { false }
+    public func settle(_ ref: PacketRef, accept: Bool) {}
 }

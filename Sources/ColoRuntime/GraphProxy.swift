@@ -31,6 +31,8 @@ public final class GraphProxy: @unchecked Sendable {
         public var storeFull: UInt64 = 0
         public var dumpErrors: UInt64 = 0
         public var sendRefused: UInt64 = 0
+        /// Frames from a verdict-holding port (NFQUEUE) that nothing read: accepted, so the kernel passes them on.
+        public var passed: UInt64 = 0
     }
 
     public let ports: [any FramePort]
@@ -51,6 +53,10 @@ public final class GraphProxy: @unchecked Sendable {
     private var enabled: [[Bool]]
     /// Where a packet held by the fragment front end continues: chain << 16 | slot, by store index.
     private let resume: UnsafeMutablePointer<UInt32>
+    /// The port each stored frame came from (`.max` for copies), by store index: frames of a verdict-holding port
+    /// are settled with it when they leave.
+    private let origin: UnsafeMutablePointer<UInt16>
+    private let holdsVerdicts: [Bool]
     private var eventsSeen: [Int]
     private var releaseScratch: [[PacketRef]]
     private var failedOver = false
@@ -95,6 +101,9 @@ public final class GraphProxy: @unchecked Sendable {
         let total = configuration.storeBuffers + 64
         resume = .allocate(capacity: total)
         resume.initialize(repeating: 0, count: total)
+        origin = .allocate(capacity: total)
+        origin.initialize(repeating: .max, count: total)
+        holdsVerdicts = ports.map(\.holdsVerdicts)
         mailbox = try DataThreadMailbox(device: "graph proxy wake-up pipe")
         var writers: [PcapWriter?] = []
         for dump in graph.dumps {
@@ -113,6 +122,7 @@ public final class GraphProxy: @unchecked Sendable {
 
     deinit {
         resume.deallocate()
+        origin.deallocate()
     }
 
     // MARK: - Threads
@@ -175,6 +185,7 @@ public final class GraphProxy: @unchecked Sendable {
         let chain = ObjectGraph.txChain(index)
         _ = ports[index].receive(into: store, limit: configuration.batchSize, now: now) { ref in
             store.metadata(ref).pointee.source = .other
+            origin[Int(ref.index)] = UInt16(truncatingIfNeeded: index)
             process(ref, chain: chain, from: 0, now: now)
         }
     }
@@ -244,13 +255,24 @@ public final class GraphProxy: @unchecked Sendable {
         case .deliver(let target):
             deliver(ref, to: target, now: now)
         case .send(let port):
-            let meta = store.metadata(ref).pointee
-            if !ports[port].send(store.frame(ref), vnetHeaderLength: meta.vnetHeaderLength) {
-                counters.sendRefused &+= 1
+            if Int(origin[Int(ref.index)]) == port && holdsVerdicts[port] {
+                // Back to where the kernel holds it: the verdict is the release.
+                settle(ref, accept: true)
+            } else {
+                let meta = store.metadata(ref).pointee
+                if !ports[port].send(store.frame(ref), vnetHeaderLength: meta.vnetHeaderLength) {
+                    counters.sendRefused &+= 1
+                }
+                // Written elsewhere: the kernel's original must not go on as well.
+                settle(ref, accept: false)
             }
             store.release(ref)
         case .unrouted:
-            counters.unrouted &+= 1
+            if settle(ref, accept: true) {
+                counters.passed &+= 1
+            } else {
+                counters.unrouted &+= 1
+            }
             store.release(ref)
         case .compare(let index, let primary):
             if primary {
@@ -288,14 +310,28 @@ public final class GraphProxy: @unchecked Sendable {
             releaseScratch[index] = released
         }
         if !comparer.dropped.isEmpty {
-            for ref in comparer.dropped { store.release(ref) }
+            for ref in comparer.dropped {
+                settle(ref, accept: false)
+                store.release(ref)
+            }
             comparer.dropped.removeAll(keepingCapacity: true)
         }
+    }
+
+    /// Gives the verdict on `ref` if it came from a verdict-holding port; returns whether it did.
+    @discardableResult
+    private func settle(_ ref: PacketRef, accept: Bool) -> Bool {
+        let port = Int(origin[Int(ref.index)])
+        guard port < ports.count, holdsVerdicts[port] else { return false }
+        origin[Int(ref.index)] = .max
+        ports[port].settle(ref, accept: accept)
+        return true
     }
 
     private func duplicate(_ ref: PacketRef) -> PacketRef? {
         let meta = store.metadata(ref).pointee
         guard let copy = store.acquire(length: meta.length) else { return nil }
+        origin[Int(copy.index)] = .max
         store.buffer(copy).copyMemory(from: store.frame(ref))
         store.metadata(copy).pointee.length = meta.length
         store.metadata(copy).pointee.linkType = meta.linkType

@@ -110,4 +110,17 @@ static inline int CColoLinux_tunSetPersist(int fd, int persistent) {
     return result < 0 ? -errno : 0;
 }
 
+/// setns(2) into the network namespace at `path` (e.g. /run/netns/NAME), for the calling thread only: ports opened
+/// afterwards (NFQUEUE sockets, TUN devices) belong to that namespace. Returns 0 or -errno.
+/// (Declared here: glibc shows setns and CLONE_NEWNET only under _GNU_SOURCE.)
+extern int setns(int fd, int nstype);
+static inline int CColoLinux_enterNetworkNamespace(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    int result = setns(fd, 0x40000000 /* CLONE_NEWNET */);
+    int saved = errno;
+    close(fd);
+    return result < 0 ? -saved : 0;
+}
+
 #endif
