@@ -106,7 +106,7 @@ let package = Package(
         .testTarget(
             name: "ColoCLITests",
             dependencies: [
-                "ColoCLI", "ColoStages", "ColoCapture", "ColoControl",
+                "ColoCLI", "ColoStages", "ColoCapture", "ColoControl", "ColoTestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

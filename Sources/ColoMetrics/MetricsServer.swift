@@ -132,7 +132,7 @@ public final class MetricsServer: Sendable {
     private static func listen(host: String, port: UInt16) throws(MetricsServerError) -> (
         descriptor: Int32, port: UInt16
     ) {
-        let where_ = "\(host):\(port)"
+        let location = "\(host):\(port)"
         var storage = sockaddr_storage()
         var length: socklen_t
         let family: Int32
@@ -155,7 +155,7 @@ public final class MetricsServer: Sendable {
             length = socklen_t(MemoryLayout<sockaddr_in6>.size)
             withUnsafeMutableBytes(of: &storage) { raw in raw.storeBytes(of: address, as: sockaddr_in6.self) }
         } else {
-            throw .badAddress(where_)
+            throw .badAddress(location)
         }
         #if canImport(Glibc)
             let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
@@ -163,7 +163,7 @@ public final class MetricsServer: Sendable {
             let type = SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK
         #endif
         let descriptor = socket(family, type, 0)
-        guard descriptor >= 0 else { throw .systemCall(name: "socket", address: where_, errno: errno) }
+        guard descriptor >= 0 else { throw .systemCall(name: "socket", address: location, errno: errno) }
         var one: Int32 = 1
         setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         let bound = withUnsafePointer(to: &storage) {
@@ -172,7 +172,7 @@ public final class MetricsServer: Sendable {
         guard bound == 0, Glibc.listen(descriptor, 64) == 0 else {
             let code = errno
             close(descriptor)
-            throw .systemCall(name: bound == 0 ? "listen" : "bind", address: where_, errno: code)
+            throw .systemCall(name: bound == 0 ? "listen" : "bind", address: location, errno: code)
         }
         length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         _ = withUnsafeMutablePointer(to: &storage) {
