@@ -16,6 +16,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
     ],
     targets: [
         // C libraries from Debian, wrapped for Swift.
@@ -54,7 +57,17 @@ let package = Package(
         // The running proxy: ports, stages and the control socket wired together.
         .target(
             name: "ColoRuntime",
-            dependencies: ["ColoPacket", "ColoCapture", "ColoConntrack", "ColoStages", "ColoPorts", "ColoControl", "ColoNetfilter"]
+            dependencies: ["ColoPacket", "ColoCapture", "ColoConntrack", "ColoStages", "ColoPorts", "ColoControl", "ColoNetfilter",
+                "ColoMetrics",
+            ]
+        ),
+        // Prometheus metrics: a snapshot the runtime fills, and a small HTTP server that renders it on each scrape.
+        .target(
+            name: "ColoMetrics",
+            dependencies: [
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
         ),
         // Linux netfilter queue binding (verdicts for the primary's output).
         .target(name: "ColoNetfilter", dependencies: ["CNetfilterQueue"]),
@@ -63,9 +76,10 @@ let package = Package(
             name: "ColoCLI",
             dependencies: [
                 "ColoPacket", "ColoCapture", "ColoFragments", "ColoConntrack", "ColoStages", "ColoPorts", "ColoControl",
-                "ColoRuntime",
+                "ColoRuntime", "ColoMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
             ]
         ),
         .executableTarget(name: "colo-proxy", dependencies: ["ColoCLI"]),
@@ -94,7 +108,7 @@ let package = Package(
         .testTarget(
             name: "ColoCLITests",
             dependencies: [
-                "ColoCLI", "ColoStages", "ColoCapture",
+                "ColoCLI", "ColoStages", "ColoCapture", "ColoControl", "ColoTestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -107,8 +121,9 @@ let package = Package(
         ),
         .testTarget(
             name: "ColoRuntimeTests",
-            dependencies: ["ColoRuntime", "ColoCLI", "ColoStages", "ColoControl", "ColoPacket", "ColoPacketBuilder"]
+            dependencies: ["ColoRuntime", "ColoCLI", "ColoStages", "ColoControl", "ColoPacket", "ColoPacketBuilder", "ColoMetrics"]
         ),
+        .testTarget(name: "ColoMetricsTests", dependencies: ["ColoMetrics"]),
         .testTarget(name: "ColoNetfilterTests", dependencies: ["ColoNetfilter", "ColoTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

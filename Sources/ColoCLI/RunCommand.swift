@@ -1,5 +1,8 @@
 import ArgumentParser
+import ColoCapture
 import ColoControl
+import ColoMetrics
+import ColoPacket
 import ColoPorts
 import ColoRuntime
 import ColoStages
@@ -54,6 +57,14 @@ public struct RunCommand: ParsableCommand {
     @Option(
         name: .customLong("event-log"), help: "Append divergence events (JSON lines) here; default standard output.")
     public var eventLog: String?
+
+    @Option(name: .long, help: "Serve Prometheus text at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464).")
+    public var metrics: String?
+
+    @Option(
+        name: .customLong("divergence-pcap"),
+        help: "Write both sides' diverging packets to this pcap file (nanosecond timestamps).")
+    public var divergencePcap: String?
 
     @Option(
         name: .customLong("compare-timeout"),
@@ -179,8 +190,10 @@ public struct RunCommand: ParsableCommand {
             throw ExitCode(2)
         }
         let server = try controlServer(proxy.commandTable())
-        proxy.onDivergence = { [server] event in Self.report(event, log: log, server: server) }
+        let pcap = try DivergencePcap(path: divergencePcap)
+        proxy.onDivergence = { [server] event in Self.report(event, log: log, pcap: pcap, server: server) }
         proxy.onFailover = { [server] in server?.broadcast(event: ColoQMPSchema.failoverEvent, data: [:]) }
+        let metricsServer = try serveMetrics { proxy.perform { $0.metricsSnapshot() } }
         SignalStopper.wait { proxy.stop() }
         let names = portSpecs.map { "\($0.kind) \($0.id)" }.joined(separator: ", ")
         logger.info("running: ports \(names); \(objectSpecs.count) stages\(noControl ? "" : ", control \(control)")")
@@ -188,6 +201,8 @@ public struct RunCommand: ParsableCommand {
         let (released, dropped) = proxy.drainOnShutdown()
         for port in opened { port.close() }
         server?.stop()
+        metricsServer?.stop()
+        pcap?.flush()
         logger.info(
             "stopped: released \(released) held primary packets, dropped \(dropped) secondary ones; \(proxy.counters.unrouted) unrouted, \(proxy.counters.sendRefused) refused by ports"
         )
@@ -203,8 +218,21 @@ public struct RunCommand: ParsableCommand {
         }
     }
 
-    static func report(_ event: DivergenceEvent, log: EventLog, server: QMPServer?) {
+    /// Starts the `/metrics` server; a scrape the data thread does not answer in time gets the last snapshot.
+    private func serveMetrics(_ provider: @escaping @Sendable () -> MetricsSnapshot?) throws -> MetricsServer? {
+        guard let metrics else { return nil }
+        let last = LastSnapshot()
+        do {
+            return try MetricsServer(address: metrics) { last.update(provider()) }
+        } catch {
+            StandardError.line("colo-proxy run: --metrics \(metrics): \(error)")
+            throw ExitCode(2)
+        }
+    }
+
+    static func report(_ event: DivergenceEvent, log: EventLog, pcap: DivergencePcap?, server: QMPServer?) {
         log.write(event.json)
+        pcap?.write(event)
         if let data = try? JSONValue.parse(event.json).objectValue {
             server?.broadcast(event: ColoQMPSchema.divergenceEvent, data: data)
         }
@@ -233,8 +261,10 @@ public struct RunCommand: ParsableCommand {
             throw ExitCode(2)
         }
         let server = try controlServer(proxy.commandTable())
-        proxy.onDivergence = { [server] event in Self.report(event, log: log, server: server) }
+        let pcap = try DivergencePcap(path: divergencePcap)
+        proxy.onDivergence = { [server] event in Self.report(event, log: log, pcap: pcap, server: server) }
         proxy.onFailover = { [server] in server?.broadcast(event: ColoQMPSchema.failoverEvent, data: [:]) }
+        let metricsServer = try serveMetrics { proxy.perform { $0.metricsSnapshot() } }
 
         SignalStopper.wait { proxy.stop() }
         let controlText = noControl ? "" : ", control \(control)"
@@ -244,8 +274,63 @@ public struct RunCommand: ParsableCommand {
         proxy.run()
         let (released, dropped) = proxy.drainOnShutdown()
         server?.stop()
+        metricsServer?.stop()
+        pcap?.flush()
         logger.info(
             "stopped: released \(released) held primary packets to the client, dropped \(dropped) secondary ones")
+    }
+}
+
+/// The last snapshot a scrape got, for scrapes the data thread is too busy to answer.
+final class LastSnapshot: @unchecked Sendable {
+    private let lock = NSLock()
+    private var last = MetricsSnapshot()
+
+    func update(_ fresh: MetricsSnapshot?) -> MetricsSnapshot {
+        lock.lock()
+        defer { lock.unlock() }
+        if let fresh { last = fresh }
+        return last
+    }
+}
+
+/// `--divergence-pcap`: both sides' diverging packets, primary first, as the events report them.
+final class DivergencePcap: @unchecked Sendable {
+    private var writers: [LinkType: PcapWriter] = [:]
+    private let path: String
+    private var failed = false
+
+    init?(path: String?) throws {
+        guard let path else { return nil }
+        self.path = path
+        // Opened now so that a bad path is a start-up error, not a silent loss later.
+        writers[.ethernet] = try PcapWriter(path: path, linkType: .ethernet, resolution: .nanoseconds)
+    }
+
+    func write(_ event: DivergenceEvent) {
+        for side in [event.primary, event.secondary].compactMap({ $0 }) where !side.frame.isEmpty {
+            // One file has one link type: raw-IP frames go to a sibling file.
+            let writer: PcapWriter?
+            if let existing = writers[side.linkType] {
+                writer = existing
+            } else {
+                writer = try? PcapWriter(
+                    path: path + ".linktype\(side.linkType.rawValue)", linkType: side.linkType, resolution: .nanoseconds
+                )
+                writers[side.linkType] = writer
+            }
+            do {
+                try writer?.write(bytes: side.frame, timestampNanoseconds: event.time)
+            } catch {
+                if !failed { StandardError.line("colo-proxy run: --divergence-pcap \(path): \(error)") }
+                failed = true
+            }
+        }
+        flush()
+    }
+
+    func flush() {
+        for writer in writers.values { try? writer.flush() }
     }
 }
 

@@ -60,6 +60,7 @@ public final class GraphProxy: @unchecked Sendable {
     private var eventsSeen: [Int]
     private var releaseScratch: [[PacketRef]]
     private var failedOver = false
+    var tally = MetricsTally()
 
     /// Builds the graph (validating every spec) over already opened ports, in the order of `portSpecs`.
     public init(
@@ -305,7 +306,10 @@ public final class GraphProxy: @unchecked Sendable {
             var released = releaseScratch[index]
             releaseScratch[index] = []
             swap(&released, &comparer.released)
-            for ref in released { deliver(ref, to: target, now: now) }
+            for ref in released {
+                tally.released(receivedAt: store.metadata(ref).pointee.receivedAt, now: now)
+                deliver(ref, to: target, now: now)
+            }
             released.removeAll(keepingCapacity: true)
             releaseScratch[index] = released
         }
@@ -352,6 +356,7 @@ public final class GraphProxy: @unchecked Sendable {
                 var event = events[eventsSeen[index]]
                 event.time = wall
                 eventsSeen[index] += 1
+                tally.diverged(event)
                 onDivergence?(event)
             }
             comparer.checkpointRequested = false

@@ -57,6 +57,7 @@ public final class TapProxy: @unchecked Sendable {
     private let pending = Mutex<[@Sendable (TapProxy) -> Void]>([])
     private let stopRequested = Atomic<Bool>(false)
     private var eventsSeen = 0
+    var tally = MetricsTally()
 
     public init(
         client: TapDevice, primary: TapDevice, secondary: TapDevice, configuration: Configuration = Configuration()
@@ -205,6 +206,12 @@ public final class TapProxy: @unchecked Sendable {
     }
 
     private func flushOutputs() {
+        if !pipeline.toClient.isEmpty {
+            let now = Self.monotonicNow()
+            for ref in pipeline.toClient {
+                tally.released(receivedAt: store.metadata(ref).pointee.receivedAt, now: now)
+            }
+        }
         write(&pipeline.toClient, to: client) { $0.framesOut.client &+= 1 }
         write(&pipeline.toPrimary, to: primary) { $0.framesOut.primary &+= 1 }
         write(&pipeline.toSecondary, to: secondary) { $0.framesOut.secondary &+= 1 }
@@ -229,6 +236,7 @@ public final class TapProxy: @unchecked Sendable {
             var event = events[eventsSeen]
             event.time = wall
             eventsSeen += 1
+            tally.diverged(event)
             onDivergence?(event)
         }
         if pipeline.comparer.checkpointRequested {

@@ -1,5 +1,6 @@
 import ColoCLI
 import ColoControl
+import ColoMetrics
 import ColoPacket
 import ColoPacketBuilder
 import ColoRuntime
@@ -175,5 +176,60 @@ struct GraphProxyTests {
         lab.ports["peer"]?.push(inbound)
         #expect(lab.wait { lab.sent("guest").count == 1 })
         #expect(lab.sent("guest").first == inbound)
+    }
+}
+
+@Suite("Prometheus /metrics of a running proxy")
+struct GraphProxyMetricsTests {
+    /// `curl` output of one scrape, as name{labels} → value.
+    static func scrape(_ port: UInt16) throws -> [String: Double] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        process.arguments = ["-sf", "http://127.0.0.1:\(port)/metrics"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        var samples: [String: Double] = [:]
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") where !line.hasPrefix("#") {
+            let parts = line.split(separator: " ")
+            guard parts.count == 2, let value = Double(parts[1]) else {
+                Issue.record("not a sample line: \(line)")
+                continue
+            }
+            samples[String(parts[0])] = value
+        }
+        return samples
+    }
+
+    @Test("curl /metrics: valid text whose counters move with traffic")
+    func countersMove() throws {
+        let lab = try GraphHarness(
+            ports: GraphProxyTests.comparePorts,
+            objects: ["colo-compare,id=cmp,primary_in=pin,secondary_in=sin,outdev=out"])
+        defer { lab.stop() }
+        let proxy = lab.proxy
+        let server = try MetricsServer(host: "127.0.0.1", port: 0) {
+            proxy.perform { $0.metricsSnapshot() } ?? MetricsSnapshot()
+        }
+        defer { server.stop() }
+        let before = try Self.scrape(server.port)
+        for index in 0..<5 {
+            let reply = udp("answer \(index)", port: 100 + UInt16(index))
+            lab.ports["pin"]?.push(reply)
+            lab.ports["sin"]?.push(reply)
+        }
+        #expect(lab.wait { lab.sent("out").count == 5 })
+        let after = try Self.scrape(server.port)
+        let released = after.first { $0.key.hasPrefix("colo_proxy_released_packets_total") }?.value ?? 0
+        #expect(released == 5 + (before.first { $0.key.hasPrefix("colo_proxy_released_packets_total") }?.value ?? 0))
+        let primaryIn = after.first {
+            $0.key.hasPrefix("colo_proxy_packets_total") && $0.key.contains("pin") && $0.key.contains("tx")
+        }
+        #expect(primaryIn?.value == 5)
+        let latency = after.first { $0.key.hasPrefix("colo_proxy_release_latency_seconds_count") }
+        #expect(latency?.value == 5)
     }
 }
