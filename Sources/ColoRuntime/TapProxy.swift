@@ -53,9 +53,7 @@ public final class TapProxy: @unchecked Sendable {
     public var onFailover: (() -> Void)?
 
     private let configuration: Configuration
-    private let wake: (read: Int32, write: Int32)
-    private let pending = Mutex<[@Sendable (TapProxy) -> Void]>([])
-    private let stopRequested = Atomic<Bool>(false)
+    private let mailbox: DataThreadMailbox<TapProxy>
     private var eventsSeen = 0
     var tally = MetricsTally()
 
@@ -70,51 +68,15 @@ public final class TapProxy: @unchecked Sendable {
         self.configuration = configuration
         store = PacketStore(small: configuration.storeBuffers, large: 16)
         pipeline = ColoPipeline(store: store, compare: configuration.compare)
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else {
-            throw PortError(operation: "pipe", device: "wake-up pipe", code: errno, hint: nil)
-        }
-        for fd in fds {
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        }
-        wake = (fds[0], fds[1])
-    }
-
-    deinit {
-        Glibc.close(wake.read)
-        Glibc.close(wake.write)
+        mailbox = try DataThreadMailbox(device: "wake-up pipe")
     }
 
     /// Asks `run` to return (from any thread, or a signal handler's helper thread).
-    public func stop() {
-        stopRequested.store(true, ordering: .releasing)
-        poke()
-    }
+    public func stop() { mailbox.requestStop() }
 
     /// Runs `work` on the data thread and waits up to `timeout` seconds for its result.
     public func perform<T: Sendable>(timeout: Double = 2, _ work: @escaping @Sendable (TapProxy) -> T) -> T? {
-        let result = Mutex<T?>(nil)
-        let done = Atomic<Bool>(false)
-        pending.withLock {
-            $0.append({ proxy in
-                let value = work(proxy)
-                result.withLock { $0 = value }
-                done.store(true, ordering: .releasing)
-            })
-        }
-        poke()
-        let deadline = ContinuousClock.now.advanced(by: .milliseconds(Int(timeout * 1000)))
-        while !done.load(ordering: .acquiring) {
-            if ContinuousClock.now >= deadline { return nil }
-            usleep(1000)
-        }
-        return result.withLock { $0 }
-    }
-
-    private func poke() {
-        var byte: UInt8 = 1
-        _ = Glibc.write(wake.write, &byte, 1)
+        mailbox.perform(timeout: timeout, work)
     }
 
     // MARK: - The data path
@@ -125,40 +87,24 @@ public final class TapProxy: @unchecked Sendable {
             pollfd(fd: client.fileDescriptor, events: Int16(POLLIN), revents: 0),
             pollfd(fd: primary.fileDescriptor, events: Int16(POLLIN), revents: 0),
             pollfd(fd: secondary.fileDescriptor, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: mailbox.wakeDescriptor, events: Int16(POLLIN), revents: 0),
         ]
         var lastTick = Self.monotonicNow()
-        while !stopRequested.load(ordering: .acquiring) {
+        while !mailbox.stopRequested {
             let ready = poll(&fds, nfds_t(fds.count), 20)
             let now = Self.monotonicNow()
             if ready > 0 {
-                if fds[3].revents != 0 { drainWake() }
                 if fds[0].revents != 0 { readBatch(from: client, source: .client, now: now) }
                 if fds[1].revents != 0 { readBatch(from: primary, source: .primary, now: now) }
                 if fds[2].revents != 0 { readBatch(from: secondary, source: .secondary, now: now) }
             }
-            runPendingCommands()
+            if ready > 0, fds[3].revents != 0, mailbox.runPending(self) { flushOutputs() }
             if now &- lastTick >= 50_000_000 {
                 pipeline.tick(now: now)
                 lastTick = now
             }
             flushOutputs()
         }
-    }
-
-    private func drainWake() {
-        var buffer = [UInt8](repeating: 0, count: 64)
-        while Glibc.read(wake.read, &buffer, buffer.count) > 0 {}
-    }
-
-    private func runPendingCommands() {
-        let work = pending.withLock { queue -> [@Sendable (TapProxy) -> Void] in
-            let taken = queue
-            queue.removeAll()
-            return taken
-        }
-        for item in work { item(self) }
-        if !work.isEmpty { flushOutputs() }
     }
 
     private func readBatch(from device: TapDevice, source: PacketSource, now: UInt64) {
@@ -270,15 +216,6 @@ public final class TapProxy: @unchecked Sendable {
         return (Int(after.released - before.released), Int(after.dropped - before.dropped))
     }
 
-    static func monotonicNow() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-    }
-
-    static func wallClockNow() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_REALTIME, &time)
-        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-    }
+    static func monotonicNow() -> UInt64 { monotonicNanoseconds() }
+    static func wallClockNow() -> UInt64 { wallClockNanoseconds() }
 }
