@@ -108,7 +108,7 @@ let package = Package(
         .testTarget(
             name: "ColoCLITests",
             dependencies: [
-                "ColoCLI", "ColoStages", "ColoCapture", "ColoControl", "ColoTestSupport",
+                "ColoCLI", "ColoStages", "ColoCapture", "ColoControl", "ColoTestSupport", "ColoPacket", "ColoPacketBuilder",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
