@@ -294,8 +294,9 @@ private final class ServerLoop: @unchecked Sendable {
             }
             setNonBlockingCloseOnExec(descriptor)
             guard connections.count < configuration.maximumConnections else {
-                close(descriptor)
+                // Counted before the close, so whoever sees the close also sees the count.
                 server.update { $0.refusedConnections += 1 }
+                close(descriptor)
                 configuration.log("refused a connection: \(configuration.maximumConnections) already open")
                 continue
             }

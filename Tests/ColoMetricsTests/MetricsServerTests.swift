@@ -66,12 +66,12 @@ struct Exposition {
     var samples: [String: Double] = [:]
     var types: [String: String] = [:]
 
-    init(_ text: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    init(_ text: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let name = "[a-zA-Z_:][a-zA-Z0-9_:]*"
         let label = "[a-zA-Z_][a-zA-Z0-9_]*=\"(?:[^\"\\\\\\n]|\\\\.)*\""
-        let sample = try! Regex("^(\(name))(\\{(?:\(label)(?:,\(label))*,?)?\\})? ([-+0-9.eE]+|NaN|\\+Inf|-Inf)$")
-        let help = try! Regex("^# HELP (\(name)) .*$")
-        let type = try! Regex("^# TYPE (\(name)) (counter|gauge|histogram|summary|untyped)$")
+        let sample = try Regex("^(\(name))(\\{(?:\(label)(?:,\(label))*,?)?\\})? ([-+0-9.eE]+|NaN|\\+Inf|-Inf)$")
+        let help = try Regex("^# HELP (\(name)) .*$")
+        let type = try Regex("^# TYPE (\(name)) (counter|gauge|histogram|summary|untyped)$")
         #expect(text.hasSuffix("\n"), sourceLocation: sourceLocation)
         for line in text.split(separator: "\n") {
             if let match = line.wholeMatch(of: type) {
@@ -121,7 +121,7 @@ func exampleSnapshot(scale: UInt64) -> MetricsSnapshot {
         let first = try get("/metrics", port: server.port)
         #expect(first.status == 200)
         #expect(first.head.contains("Content-Type: text/plain; version=0.0.4"))
-        let one = Exposition(first.body)
+        let one = try Exposition(first.body)
         #expect(one.types["colo_proxy_packets_total"] == "counter")
         #expect(one.types["colo_proxy_queue_depth"] == "gauge")
         #expect(one.types["colo_proxy_release_latency_seconds"] == "histogram")
@@ -145,7 +145,7 @@ func exampleSnapshot(scale: UInt64) -> MetricsSnapshot {
             $0 = exampleSnapshot(scale: 3)
             $0.conntrackEntries = [.init(zone: 7, entries: 1)]
         }
-        let three = Exposition(try get("/metrics", port: server.port).body)
+        let three = try Exposition(try get("/metrics", port: server.port).body)
         #expect(three.samples[#"colo_proxy_packets_total{port="client0",direction="rx"}"#] == 30)
         #expect(three.samples["colo_proxy_compared_packets_total"] == 21)
         #expect(three.samples[#"colo_proxy_divergences_total{reason="payload",protocol="tcp"}"#] == 6)
