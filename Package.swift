@@ -117,7 +117,7 @@ let package = Package(
         .testTarget(
             name: "ColoControlTests", dependencies: ["ColoControl", "ColoTestSupport"], exclude: ["qmp_client.py"]
         ),
-        .testTarget(name: "ColoMetricsTests", dependencies: ["ColoMetrics"]),
+        .testTarget(name: "ColoMetricsTests", dependencies: ["ColoMetrics", "ColoTestSupport"]),
         .testTarget(name: "ColoNetfilterTests", dependencies: ["ColoNetfilter", "ColoTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,4 +1,5 @@
 import ColoMetrics
+import ColoTestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -206,6 +207,22 @@ func exampleSnapshot(scale: UInt64) -> MetricsSnapshot {
         #expect(try get("/metrics", port: server.port).status == 200)
         #expect(server.counters.timedOutConnections == 2)
         #expect(Date().timeIntervalSince(started) < 3)
+    }
+
+    @Test("curl scrapes it over IPv4 and IPv6", arguments: ["127.0.0.1", "::1"])
+    func curlScrapes(host: String) throws {
+        let source = SnapshotSource()
+        source.set { $0 = exampleSnapshot(scale: 2) }
+        let server = try MetricsServer(host: host, port: 0, provider: source.provider)
+        defer { server.stop() }
+        let url =
+            host.contains(":") ? "http://[\(host)]:\(server.port)/metrics" : "http://\(host):\(server.port)/metrics"
+        let result = try Command.run(["curl", "-sS", "--fail", "--max-time", "3", "-g", url])
+        #expect(result.succeeded, "\(result)")
+        let exposition = try Exposition(result.output)
+        #expect(exposition.samples["colo_proxy_released_packets_total"] == 12)
+        let missing = try Command.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-g", url + "/x"])
+        #expect(missing.output == "404")
     }
 
     @Test func addressesParse() throws {
