@@ -335,3 +335,59 @@ private struct ConfigReader {
         }
     }
 }
+
+extension RunConfiguration {
+    /// The spec-valued flags of `run` (`--port`, `--object`, `--client/--primary/--secondary`) as a configuration to
+    /// merge over a file's; each error names the flag and is one line. Scalars are left for the caller to set.
+    public static func fromFlags(
+        ports: [String], objects: [String], client: String?, primary: String?, secondary: String?
+    ) throws(FlagError) -> RunConfiguration {
+        var configuration = RunConfiguration()
+        for text in ports {
+            do {
+                configuration.ports.append(try PortSpec.parse(text))
+            } catch {
+                throw FlagError(flag: "--port", message: "\(error)")
+            }
+        }
+        for text in objects {
+            do {
+                configuration.objects.append(try ObjectSpec.parse(text))
+            } catch {
+                throw FlagError(flag: "--object", message: "\(error)")
+            }
+        }
+        let roles = [("--client", client), ("--primary", primary), ("--secondary", secondary)]
+        let given = roles.filter { $0.1 != nil }
+        if !given.isEmpty {
+            guard given.count == 3 else {
+                let missing = roles.filter { $0.1 == nil }.map(\.0)
+                throw FlagError(
+                    flag: missing[0], message: "missing: --client, --primary and --secondary go together")
+            }
+            var specs: [PortSpec] = []
+            for (flag, text) in roles {
+                do {
+                    specs.append(try PortSpec.parse(text ?? ""))
+                } catch {
+                    throw FlagError(flag: flag, message: "\(error)")
+                }
+            }
+            configuration.shortcut = Shortcut(client: specs[0], primary: specs[1], secondary: specs[2])
+        }
+        return configuration
+    }
+}
+
+/// A bad command-line flag value: `--object: filter-mirror m0: unknown key 'x' (accepted: ...)`.
+public struct FlagError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var flag: String
+    public var message: String
+
+    public init(flag: String, message: String) {
+        self.flag = flag
+        self.message = message
+    }
+
+    public var description: String { "\(flag): \(message)" }
+}

@@ -173,6 +173,61 @@ struct ConfigFileTests {
         }
     }
 
+    @Test("Command-line specs become a configuration that merges over a file's")
+    func flags() throws {
+        let flags = try RunConfiguration.fromFlags(
+            ports: ["socket,id=s1,path=/tmp/s1.sock"], objects: ["filter-mirror,id=m0,netdev=client,outdev=s1"],
+            client: "tap,id=client,ifname=x0", primary: "tap,id=primary,ifname=x1",
+            secondary: "tap,id=secondary,ifname=x2")
+        #expect(flags.shortcut?.client == .tap(TapPortSpec(id: "client", interfaceName: "x0")))
+        let merged = try RunConfiguration.parse(Self.full, file: "full.toml").merged(with: flags)
+        #expect(merged.ports.map(\.id) == ["s0", "s1"])
+        #expect(merged.objects.map(\.id) == ["d0", "m0"])
+        #expect(merged.objects[1] == flags.objects[0])
+        #expect(merged.shortcut == flags.shortcut)
+        try merged.validate()
+
+        let cases: [(() throws(FlagError) -> RunConfiguration, String)] = [
+            (
+                { () throws(FlagError) in
+                    try RunConfiguration.fromFlags(
+                        ports: ["tap,id=a"], objects: [], client: nil, primary: nil, secondary: nil)
+                },
+                "--port: tap a: missing required key 'ifname'"
+            ),
+            (
+                { () throws(FlagError) in
+                    try RunConfiguration.fromFlags(
+                        ports: [], objects: ["filter-mirror,id=m"], client: nil, primary: nil, secondary: nil)
+                },
+                "--object: filter-mirror m: missing required key"
+            ),
+            (
+                { () throws(FlagError) in
+                    try RunConfiguration.fromFlags(
+                        ports: [], objects: [], client: "tap,id=c,ifname=c", primary: nil, secondary: nil)
+                },
+                "--primary: missing: --client, --primary and --secondary go together"
+            ),
+            (
+                { () throws(FlagError) in
+                    try RunConfiguration.fromFlags(
+                        ports: [], objects: [], client: "tap,id=c,ifname=c", primary: "tap,id=p,ifname=p",
+                        secondary: "tapp,id=s")
+                },
+                "--secondary: unknown port kind 'tapp'"
+            ),
+        ]
+        for (make, expected) in cases {
+            do {
+                _ = try make()
+                Issue.record("accepted, expected \(expected)")
+            } catch {
+                #expect(error.description.hasPrefix(expected), "\(error.description)")
+            }
+        }
+    }
+
     @Test func unreadableFile() {
         #expect(throws: ConfigFileError.self) { try RunConfiguration.load(path: "/nonexistent/colo.toml") }
         do {
