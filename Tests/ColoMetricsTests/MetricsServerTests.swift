@@ -225,6 +225,19 @@ func exampleSnapshot(scale: UInt64) -> MetricsSnapshot {
         #expect(missing.output == "404")
     }
 
+    @Test("Dropping the server without stop() stops it and frees the port")
+    func deinitStops() throws {
+        let source = SnapshotSource()
+        var server: MetricsServer? = try MetricsServer(host: "127.0.0.1", port: 0, provider: source.provider)
+        let port = try #require(server?.port)
+        #expect(try get("/metrics", port: port).status == 200)
+        server = nil
+        #expect(throws: TestFailure.self) { try get("/metrics", port: port) }
+        let again = try MetricsServer(host: "127.0.0.1", port: port, provider: source.provider)
+        defer { again.stop() }
+        #expect(try get("/metrics", port: port).status == 200)
+    }
+
     @Test func addressesParse() throws {
         #expect(try MetricsServer.parseAddress("127.0.0.1:9100") == ("127.0.0.1", 9100))
         #expect(try MetricsServer.parseAddress("[::1]:0") == ("::1", 0))
