@@ -121,9 +121,11 @@ let package = Package(
         ),
         .testTarget(
             name: "ColoRuntimeTests",
-            dependencies: ["ColoRuntime", "ColoCLI", "ColoStages", "ColoControl", "ColoPacket", "ColoPacketBuilder", "ColoMetrics"]
+            dependencies: [
+                "ColoRuntime", "ColoCLI", "ColoStages", "ColoControl", "ColoPacket", "ColoPacketBuilder", "ColoMetrics",
+            ]
         ),
-        .testTarget(name: "ColoMetricsTests", dependencies: ["ColoMetrics"]),
+        .testTarget(name: "ColoMetricsTests", dependencies: ["ColoMetrics", "ColoTestSupport"]),
         .testTarget(name: "ColoNetfilterTests", dependencies: ["ColoNetfilter", "ColoTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -38,7 +38,9 @@ public struct CtlCommand: ParsableCommand {
     )
     public var timeout: Double = 10
 
-    @Argument(help: "The QMP command, then its arguments (key=value... or a JSON object).")
+    @Argument(
+        help: ArgumentHelp(
+            "The QMP command, then its arguments (key=value... or a JSON object).", valueName: "command-and-args"))
     public var words: [String] = []
 
     public init() {}

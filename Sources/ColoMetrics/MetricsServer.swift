@@ -42,10 +42,9 @@ public final class MetricsServer: Sendable {
     /// The address the socket is bound to (the real port when 0 was asked for).
     public let host: String
     public let port: UInt16
-    private let state: Mutex<Counters>
+    private let shared = ServerShared()
     private let wakeWrite: Int32
     private let finished = DispatchSemaphore(value: 0)
-    private let stopped = Atomic<Bool>(false)
 
     /// Binds `HOST:PORT` (see ``parseAddress(_:)``) and starts serving on a new thread.
     public convenience init(
@@ -72,10 +71,9 @@ public final class MetricsServer: Sendable {
         self.host = host
         self.port = listening.port
         self.wakeWrite = pipeEnds[1]
-        self.state = Mutex(Counters())
         let loop = ServerLoop(
             listening: listening.descriptor, wakeRead: pipeEnds[0], configuration: configuration, provider: provider,
-            server: self)
+            shared: shared)
         let finished = self.finished
         let thread = Thread {
             loop.run()
@@ -87,20 +85,16 @@ public final class MetricsServer: Sendable {
 
     deinit { stop() }
 
-    public var counters: Counters { state.withLock { $0 } }
-
-    func update(_ body: (inout Counters) -> Void) { state.withLock { body(&$0) } }
+    public var counters: Counters { shared.counters.withLock { $0 } }
 
     /// Stops serving, closes every connection and the socket, and waits for the thread. Idempotent.
     public func stop() {
-        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        guard !shared.stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         var byte: UInt8 = 1
         _ = write(wakeWrite, &byte, 1)
         finished.wait()
         close(wakeWrite)
     }
-
-    var isStopping: Bool { stopped.load(ordering: .acquiring) }
 
     /// Splits `HOST:PORT`: `127.0.0.1:9100`, `[::1]:9100`, `:9100` (all IPv4 addresses), `0.0.0.0:0`.
     public static func parseAddress(_ text: String) throws(MetricsServerError) -> (host: String, port: UInt16) {
@@ -202,6 +196,17 @@ public enum MetricsServerError: Error, Equatable, Sendable, CustomStringConverti
     }
 }
 
+/// What the server object and its thread share; the thread holds this, not the server, so dropping the server
+/// (whose deinit stops the thread) is safe.
+private final class ServerShared: Sendable {
+    let counters = Mutex(MetricsServer.Counters())
+    let stopped = Atomic<Bool>(false)
+
+    var isStopping: Bool { stopped.load(ordering: .acquiring) }
+
+    func update(_ body: (inout MetricsServer.Counters) -> Void) { counters.withLock { body(&$0) } }
+}
+
 /// The server's thread: the listening socket, the wake pipe and the open connections.
 private final class ServerLoop: @unchecked Sendable {
     private struct Connection {
@@ -220,19 +225,19 @@ private final class ServerLoop: @unchecked Sendable {
     private let wakeRead: Int32
     private let configuration: MetricsServer.Configuration
     private let provider: @Sendable () -> MetricsSnapshot
-    private unowned let server: MetricsServer
+    private let server: ServerShared
     private let renderer = MetricsRenderer()
     private var connections: [Connection] = []
 
     init(
         listening: Int32, wakeRead: Int32, configuration: MetricsServer.Configuration,
-        provider: @escaping @Sendable () -> MetricsSnapshot, server: MetricsServer
+        provider: @escaping @Sendable () -> MetricsSnapshot, shared: ServerShared
     ) {
         self.listening = listening
         self.wakeRead = wakeRead
         self.configuration = configuration
         self.provider = provider
-        self.server = server
+        self.server = shared
     }
 
     private static func now() -> UInt64 {
@@ -294,8 +299,9 @@ private final class ServerLoop: @unchecked Sendable {
             }
             setNonBlockingCloseOnExec(descriptor)
             guard connections.count < configuration.maximumConnections else {
-                close(descriptor)
+                // Counted before the close, so whoever sees the close also sees the count.
                 server.update { $0.refusedConnections += 1 }
+                close(descriptor)
                 configuration.log("refused a connection: \(configuration.maximumConnections) already open")
                 continue
             }

@@ -1,4 +1,5 @@
 import ColoMetrics
+import ColoTestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -66,12 +67,12 @@ struct Exposition {
     var samples: [String: Double] = [:]
     var types: [String: String] = [:]
 
-    init(_ text: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    init(_ text: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let name = "[a-zA-Z_:][a-zA-Z0-9_:]*"
         let label = "[a-zA-Z_][a-zA-Z0-9_]*=\"(?:[^\"\\\\\\n]|\\\\.)*\""
-        let sample = try! Regex("^(\(name))(\\{(?:\(label)(?:,\(label))*,?)?\\})? ([-+0-9.eE]+|NaN|\\+Inf|-Inf)$")
-        let help = try! Regex("^# HELP (\(name)) .*$")
-        let type = try! Regex("^# TYPE (\(name)) (counter|gauge|histogram|summary|untyped)$")
+        let sample = try Regex("^(\(name))(\\{(?:\(label)(?:,\(label))*,?)?\\})? ([-+0-9.eE]+|NaN|\\+Inf|-Inf)$")
+        let help = try Regex("^# HELP (\(name)) .*$")
+        let type = try Regex("^# TYPE (\(name)) (counter|gauge|histogram|summary|untyped)$")
         #expect(text.hasSuffix("\n"), sourceLocation: sourceLocation)
         for line in text.split(separator: "\n") {
             if let match = line.wholeMatch(of: type) {
@@ -121,7 +122,7 @@ func exampleSnapshot(scale: UInt64) -> MetricsSnapshot {
         let first = try get("/metrics", port: server.port)
         #expect(first.status == 200)
         #expect(first.head.contains("Content-Type: text/plain; version=0.0.4"))
-        let one = Exposition(first.body)
+        let one = try Exposition(first.body)
         #expect(one.types["colo_proxy_packets_total"] == "counter")
         #expect(one.types["colo_proxy_queue_depth"] == "gauge")
         #expect(one.types["colo_proxy_release_latency_seconds"] == "histogram")
@@ -145,7 +146,7 @@ func exampleSnapshot(scale: UInt64) -> MetricsSnapshot {
             $0 = exampleSnapshot(scale: 3)
             $0.conntrackEntries = [.init(zone: 7, entries: 1)]
         }
-        let three = Exposition(try get("/metrics", port: server.port).body)
+        let three = try Exposition(try get("/metrics", port: server.port).body)
         #expect(three.samples[#"colo_proxy_packets_total{port="client0",direction="rx"}"#] == 30)
         #expect(three.samples["colo_proxy_compared_packets_total"] == 21)
         #expect(three.samples[#"colo_proxy_divergences_total{reason="payload",protocol="tcp"}"#] == 6)
@@ -206,6 +207,35 @@ func exampleSnapshot(scale: UInt64) -> MetricsSnapshot {
         #expect(try get("/metrics", port: server.port).status == 200)
         #expect(server.counters.timedOutConnections == 2)
         #expect(Date().timeIntervalSince(started) < 3)
+    }
+
+    @Test("curl scrapes it over IPv4 and IPv6", arguments: ["127.0.0.1", "::1"])
+    func curlScrapes(host: String) throws {
+        let source = SnapshotSource()
+        source.set { $0 = exampleSnapshot(scale: 2) }
+        let server = try MetricsServer(host: host, port: 0, provider: source.provider)
+        defer { server.stop() }
+        let url =
+            host.contains(":") ? "http://[\(host)]:\(server.port)/metrics" : "http://\(host):\(server.port)/metrics"
+        let result = try Command.run(["curl", "-sS", "--fail", "--max-time", "3", "-g", url])
+        #expect(result.succeeded, "\(result)")
+        let exposition = try Exposition(result.output)
+        #expect(exposition.samples["colo_proxy_released_packets_total"] == 12)
+        let missing = try Command.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-g", url + "/x"])
+        #expect(missing.output == "404")
+    }
+
+    @Test("Dropping the server without stop() stops it and frees the port")
+    func deinitStops() throws {
+        let source = SnapshotSource()
+        var server: MetricsServer? = try MetricsServer(host: "127.0.0.1", port: 0, provider: source.provider)
+        let port = try #require(server?.port)
+        #expect(try get("/metrics", port: port).status == 200)
+        server = nil
+        #expect(throws: TestFailure.self) { try get("/metrics", port: port) }
+        let again = try MetricsServer(host: "127.0.0.1", port: port, provider: source.provider)
+        defer { again.stop() }
+        #expect(try get("/metrics", port: port).status == 200)
     }
 
     @Test func addressesParse() throws {
