@@ -29,7 +29,10 @@ public struct RunCommand: ParsableCommand {
             """
     )
 
-    @Option(name: .customLong("port"), help: "A port: tap|tun|socket|pcap,id=ID,... (repeatable).")
+    @Option(name: .long, help: "A TOML config file (Configs/ has examples); flags override its values.")
+    public var config: String?
+
+    @Option(name: .customLong("port"), help: "A port: tap|tun|socket|nfqueue|pcap,id=ID,... (repeatable).")
     public var ports: [String] = []
 
     @Option(
@@ -48,8 +51,8 @@ public struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "The secondary replica's port.")
     public var secondary: String?
 
-    @Option(name: .long, help: "QMP control socket path.")
-    public var control: String = "/run/colo-proxy/control.sock"
+    @Option(name: .long, help: "QMP control socket path (default /run/colo-proxy/control.sock).")
+    public var control: String?
 
     @Flag(name: .customLong("no-control"), help: "Do not open a control socket.")
     public var noControl = false
@@ -69,61 +72,83 @@ public struct RunCommand: ParsableCommand {
     @Option(
         name: .customLong("compare-timeout"),
         help: "compare_timeout in milliseconds for the shortcut's colo-compare (QEMU's default 3000).")
-    public var compareTimeout: UInt64 = 3000
+    public var compareTimeout: UInt64?
 
     @Option(
         name: .customLong("on-divergence"), help: "checkpoint or release, for the shortcut's colo-compare (release).")
-    public var onDivergence: String = "release"
+    public var onDivergence: String?
 
     public init() {}
 
     public func validate() throws {
-        guard compareTimeout > 0 else {
+        if compareTimeout == 0 {
             throw ValidationError("--compare-timeout: bad value 0 (accepted: a whole number of milliseconds > 0)")
         }
-        guard onDivergence == "checkpoint" || onDivergence == "release" else {
+        if let onDivergence, !RunConfiguration.onDivergenceChoices.contains(onDivergence) {
             throw ValidationError("--on-divergence: bad value '\(onDivergence)' (accepted: checkpoint, release)")
-        }
-        let shortcut = [client, primary, secondary].compactMap { $0 }.count
-        guard shortcut == 0 || shortcut == 3 else {
-            throw ValidationError("--client, --primary and --secondary go together (all three or none)")
-        }
-        guard shortcut == 3 || !ports.isEmpty else {
-            throw ValidationError(
-                "no ports: give --port specs (with --object stages) or --client/--primary/--secondary")
         }
         _ = try plan()
     }
 
-    /// The ports and stages to run: the `--port`/`--object` specs, plus the standard chain when the shortcut is
-    /// given; validated as a whole.
-    func plan() throws -> (ports: [PortSpec], objects: [ObjectSpec], shortcut: Bool) {
-        var portSpecs: [PortSpec] = []
-        var objectSpecs: [ObjectSpec] = []
-        for text in ports {
-            do { portSpecs.append(try PortSpec.parse(text)) } catch { throw ValidationError("--port: \(error)") }
-        }
-        for text in objects {
-            do { objectSpecs.append(try ObjectSpec.parse(text)) } catch { throw ValidationError("--object: \(error)") }
-        }
-        var shortcut = false
-        if let client, let primary, let secondary {
-            var roles: [PortSpec] = []
-            for (role, text) in [("client", client), ("primary", primary), ("secondary", secondary)] {
-                do { roles.append(try PortSpec.parse(text)) } catch { throw ValidationError("--\(role): \(error)") }
+    /// What to run: the config file (if any) with the flags on top.
+    struct Plan {
+        var settings: RunConfiguration
+        var ports: [PortSpec]
+        var objects: [ObjectSpec]
+        /// Only the three shortcut ports (all TAP) and no other stage: the dedicated TAP fast path applies.
+        var tapShortcut: [TapPortSpec]?
+    }
+
+    /// The ports and stages to run: the file's and the flags' `--port`/`--object` specs, plus the standard chain
+    /// when the shortcut is given; validated as a whole.
+    func plan() throws -> Plan {
+        var settings = RunConfiguration()
+        if let config {
+            do { settings = try RunConfiguration.load(path: config) } catch {
+                throw ValidationError("--config \(error)")
             }
-            portSpecs += roles
-            objectSpecs += Self.standardChain(
-                client: roles[0].id, primary: roles[1].id, secondary: roles[2].id,
-                compareTimeout: compareTimeout, onDivergence: onDivergence == "checkpoint" ? .checkpoint : .release)
-            shortcut = true
+        }
+        var flags: RunConfiguration
+        do {
+            flags = try RunConfiguration.fromFlags(
+                ports: ports, objects: objects, client: client, primary: primary, secondary: secondary)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        flags.control = control
+        flags.controlEnabled = noControl ? false : nil
+        flags.metrics = metrics
+        flags.eventLog = eventLog
+        flags.divergencePcap = divergencePcap
+        flags.compareTimeout = compareTimeout
+        flags.onDivergence = onDivergence
+        settings = settings.merged(with: flags)
+
+        var portSpecs = settings.ports
+        var objectSpecs = settings.objects
+        var tapShortcut: [TapPortSpec]?
+        if let shortcut = settings.shortcut {
+            let roles = shortcut.ports
+            let taps = roles.compactMap { spec -> TapPortSpec? in if case .tap(let tap) = spec { tap } else { nil } }
+            if taps.count == 3 && portSpecs.isEmpty && objectSpecs.isEmpty { tapShortcut = taps }
+            portSpecs = roles + portSpecs
+            objectSpecs =
+                Self.standardChain(
+                    client: roles[0].id, primary: roles[1].id, secondary: roles[2].id,
+                    compareTimeout: settings.resolvedCompareTimeout,
+                    onDivergence: settings.resolvedOnDivergence == "checkpoint" ? .checkpoint : .release)
+                + objectSpecs
+        }
+        guard !portSpecs.isEmpty else {
+            throw ValidationError(
+                "no ports: give --port specs (with --object stages), --client/--primary/--secondary, or --config FILE")
         }
         do {
             try ObjectSpec.validate(objects: objectSpecs, ports: portSpecs)
         } catch {
             throw ValidationError("\(error)")
         }
-        return (portSpecs, objectSpecs, shortcut)
+        return Plan(settings: settings, ports: portSpecs, objects: objectSpecs, tapShortcut: tapShortcut)
     }
 
     /// SPEC §2's standard chain as objects: the client's frames are mirrored to the secondary (through the
@@ -168,11 +193,11 @@ public struct RunCommand: ParsableCommand {
         // Before any thread exists, so every thread inherits the mask and only the waiter sees the signals.
         SignalStopper.block()
         let logger = Logger(label: "colo-proxy")
-        let (portSpecs, objectSpecs, shortcut) = try plan()
-        let log = try EventLog(path: eventLog)
-        let taps = portSpecs.compactMap { spec -> TapPortSpec? in if case .tap(let tap) = spec { tap } else { nil } }
-        if shortcut && objects.isEmpty && ports.isEmpty && taps.count == 3 {
-            try runTapProxy(taps, log: log, logger: logger)
+        let plan = try plan()
+        let (portSpecs, objectSpecs, settings) = (plan.ports, plan.objects, plan.settings)
+        let log = try EventLog(path: settings.eventLog)
+        if let taps = plan.tapShortcut {
+            try runTapProxy(taps, settings: settings, log: log, logger: logger)
             return
         }
         var opened: [any FramePort] = []
@@ -189,14 +214,16 @@ public struct RunCommand: ParsableCommand {
             StandardError.line("colo-proxy run: \(error)")
             throw ExitCode(2)
         }
-        let server = try controlServer(proxy.commandTable())
-        let pcap = try DivergencePcap(path: divergencePcap)
+        let server = try controlServer(proxy.commandTable(), settings: settings)
+        let pcap = try DivergencePcap(path: settings.divergencePcap)
         proxy.onDivergence = { [server] event in Self.report(event, log: log, pcap: pcap, server: server) }
         proxy.onFailover = { [server] in server?.broadcast(event: ColoQMPSchema.failoverEvent, data: [:]) }
-        let metricsServer = try serveMetrics { proxy.perform { $0.metricsSnapshot() } }
+        let metricsServer = try serveMetrics(settings) { proxy.perform { $0.metricsSnapshot() } }
         SignalStopper.wait { proxy.stop() }
         let names = portSpecs.map { "\($0.kind) \($0.id)" }.joined(separator: ", ")
-        logger.info("running: ports \(names); \(objectSpecs.count) stages\(noControl ? "" : ", control \(control)")")
+        logger.info(
+            "running: ports \(names); \(objectSpecs.count) stages\(settings.resolvedControl.map { ", control \($0)" } ?? "")"
+        )
         proxy.run()
         let (released, dropped) = proxy.drainOnShutdown()
         for port in opened { port.close() }
@@ -208,8 +235,8 @@ public struct RunCommand: ParsableCommand {
         )
     }
 
-    private func controlServer(_ table: QMPCommandTable) throws -> QMPServer? {
-        guard !noControl else { return nil }
+    private func controlServer(_ table: QMPCommandTable, settings: RunConfiguration) throws -> QMPServer? {
+        guard let control = settings.resolvedControl else { return nil }
         do {
             return try QMPServer(path: control, handler: table)
         } catch {
@@ -219,8 +246,10 @@ public struct RunCommand: ParsableCommand {
     }
 
     /// Starts the `/metrics` server; a scrape the data thread does not answer in time gets the last snapshot.
-    private func serveMetrics(_ provider: @escaping @Sendable () -> MetricsSnapshot?) throws -> MetricsServer? {
-        guard let metrics else { return nil }
+    private func serveMetrics(
+        _ settings: RunConfiguration, _ provider: @escaping @Sendable () -> MetricsSnapshot?
+    ) throws -> MetricsServer? {
+        guard let metrics = settings.metrics else { return nil }
         let last = LastSnapshot()
         do {
             return try MetricsServer(address: metrics) { last.update(provider()) }
@@ -239,7 +268,9 @@ public struct RunCommand: ParsableCommand {
     }
 
     /// The standard chain on three TAP devices: the dedicated fast path (`TapProxy`).
-    private func runTapProxy(_ specs: [TapPortSpec], log: EventLog, logger: Logger) throws {
+    private func runTapProxy(
+        _ specs: [TapPortSpec], settings: RunConfiguration, log: EventLog, logger: Logger
+    ) throws {
         var devices: [TapDevice] = []
         for spec in specs {
             do {
@@ -250,8 +281,8 @@ public struct RunCommand: ParsableCommand {
             }
         }
         var configuration = TapProxy.Configuration()
-        configuration.compare.compareTimeout = compareTimeout * 1_000_000
-        configuration.compare.onDivergence = onDivergence == "checkpoint" ? .checkpoint : .release
+        configuration.compare.compareTimeout = settings.resolvedCompareTimeout * 1_000_000
+        configuration.compare.onDivergence = settings.resolvedOnDivergence == "checkpoint" ? .checkpoint : .release
         let proxy: TapProxy
         do {
             proxy = try TapProxy(
@@ -260,14 +291,14 @@ public struct RunCommand: ParsableCommand {
             StandardError.line("colo-proxy run: \(error)")
             throw ExitCode(2)
         }
-        let server = try controlServer(proxy.commandTable())
-        let pcap = try DivergencePcap(path: divergencePcap)
+        let server = try controlServer(proxy.commandTable(), settings: settings)
+        let pcap = try DivergencePcap(path: settings.divergencePcap)
         proxy.onDivergence = { [server] event in Self.report(event, log: log, pcap: pcap, server: server) }
         proxy.onFailover = { [server] in server?.broadcast(event: ColoQMPSchema.failoverEvent, data: [:]) }
-        let metricsServer = try serveMetrics { proxy.perform { $0.metricsSnapshot() } }
+        let metricsServer = try serveMetrics(settings) { proxy.perform { $0.metricsSnapshot() } }
 
         SignalStopper.wait { proxy.stop() }
-        let controlText = noControl ? "" : ", control \(control)"
+        let controlText = settings.resolvedControl.map { ", control \($0)" } ?? ""
         logger.info(
             "running: client \(devices[0].name), primary \(devices[1].name), secondary \(devices[2].name)\(controlText)"
         )
