@@ -4,7 +4,8 @@
 /// is touched per packet by the server. Counters are totals since start (the server turns them into deltas);
 /// gauges are current values.
 public struct MetricsSnapshot: Sendable, Equatable {
-    /// Which way a port's packets went, from the proxy's side: `rx` = received from the port, `tx` = sent to it.
+    /// Which way a port's packets went, in QEMU's `queue=` sense from the port's side (SPEC §2): `tx` = frames the port
+    /// handed to the proxy, `rx` = frames the proxy handed to the port.
     public enum Direction: String, Sendable, CaseIterable {
         case rx, tx
     }
