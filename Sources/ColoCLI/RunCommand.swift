@@ -1,5 +1,6 @@
 import ArgumentParser
 import ColoCapture
+import ColoConntrack
 import ColoControl
 import ColoMetrics
 import ColoPacket
@@ -69,6 +70,12 @@ public struct RunCommand: ParsableCommand {
         help: "Write both sides' diverging packets to this pcap file (nanosecond timestamps).")
     public var divergencePcap: String?
 
+    @Flag(
+        name: .customLong("conntrack-events"),
+        help: "Print `conntrack -E` lines (NEW/UPDATE/DESTROY, with the zone) on standard output as connections change."
+    )
+    public var conntrackEvents = false
+
     @Option(
         name: .customLong("compare-timeout"),
         help: "compare_timeout in milliseconds for the shortcut's colo-compare (QEMU's default 3000).")
@@ -122,6 +129,7 @@ public struct RunCommand: ParsableCommand {
         flags.divergencePcap = divergencePcap
         flags.compareTimeout = compareTimeout
         flags.onDivergence = onDivergence
+        flags.conntrackEvents = conntrackEvents ? true : nil
         settings = settings.merged(with: flags)
 
         var portSpecs = settings.ports
@@ -219,6 +227,7 @@ public struct RunCommand: ParsableCommand {
         proxy.onDivergence = { [server] event in Self.report(event, log: log, pcap: pcap, server: server) }
         proxy.onFailover = { [server] in server?.broadcast(event: ColoQMPSchema.failoverEvent, data: [:]) }
         let metricsServer = try serveMetrics(settings) { proxy.perform { $0.metricsSnapshot() } }
+        if settings.resolvedConntrackEvents { Self.printEvents(of: proxy.tracker) }
         SignalStopper.wait { proxy.stop() }
         let names = portSpecs.map { "\($0.kind) \($0.id)" }.joined(separator: ", ")
         logger.info(
@@ -259,6 +268,12 @@ public struct RunCommand: ParsableCommand {
         }
     }
 
+    /// `--conntrack-events`: one `conntrack -E` line per change, written as it happens (opt-in: a write per event).
+    static func printEvents(of tracker: ConnectionTracker) {
+        let out = EventLog.standardOutput
+        tracker.eventHandler = { kind, entry, now in out.write(ConntrackFormatter.event(kind, entry, now: now)) }
+    }
+
     static func report(_ event: DivergenceEvent, log: EventLog, pcap: DivergencePcap?, server: QMPServer?) {
         log.write(event.json)
         pcap?.write(event)
@@ -296,6 +311,7 @@ public struct RunCommand: ParsableCommand {
         proxy.onDivergence = { [server] event in Self.report(event, log: log, pcap: pcap, server: server) }
         proxy.onFailover = { [server] in server?.broadcast(event: ColoQMPSchema.failoverEvent, data: [:]) }
         let metricsServer = try serveMetrics(settings) { proxy.perform { $0.metricsSnapshot() } }
+        if settings.resolvedConntrackEvents { Self.printEvents(of: proxy.pipeline.tracker) }
 
         SignalStopper.wait { proxy.stop() }
         let controlText = settings.resolvedControl.map { ", control \($0)" } ?? ""
@@ -368,6 +384,9 @@ final class DivergencePcap: @unchecked Sendable {
 /// Divergence events as JSON lines, to a file (appended) or standard output.
 final class EventLog: @unchecked Sendable {
     private let fd: Int32
+    static let standardOutput = EventLog(descriptor: 1)
+
+    private init(descriptor: Int32) { fd = descriptor }
 
     init(path: String?) throws {
         guard let path else {

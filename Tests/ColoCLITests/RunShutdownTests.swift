@@ -42,7 +42,7 @@ struct RunShutdownTests {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.binary)
         process.arguments = [
-            "run", "--no-control", "--event-log", "\(directory.path)/events.jsonl",
+            "run", "--no-control", "--conntrack-events", "--event-log", "\(directory.path)/events.jsonl",
             "--port", "pcap,id=pin,file=\(primary),mode=read", "--port", "pcap,id=sin,file=\(secondary),mode=read",
             "--port", "pcap,id=out,file=\(output),mode=write",
             "--object", "colo-compare,id=cmp,primary_in=pin,secondary_in=sin,outdev=out,compare_timeout=60000",
@@ -62,6 +62,9 @@ struct RunShutdownTests {
         let text = String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(process.terminationStatus == 0, "\(text)")
         #expect(text.contains("released 2 held primary packets"), "\(text)")
+        // --conntrack-events: the replicas' datagrams open UDP connections in zones 1 and 2.
+        #expect(text.contains("[NEW] udp"), "\(text)")
+        #expect(text.contains("zone=1") && text.contains("zone=2"), "\(text)")
 
         let released = try CaptureReader.readAll(path: output)
         #expect(released.map(\.bytes) == (0..<3).map(Self.datagram))
