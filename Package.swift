@@ -123,6 +123,7 @@ let package = Package(
             name: "ColoRuntimeTests",
             dependencies: [
                 "ColoRuntime", "ColoCLI", "ColoStages", "ColoControl", "ColoPacket", "ColoPacketBuilder", "ColoMetrics",
+                "ColoCapture", "ColoTestSupport",
             ]
         ),
         .testTarget(name: "ColoMetricsTests", dependencies: ["ColoMetrics", "ColoTestSupport"]),

@@ -1,10 +1,12 @@
 import ColoCLI
+import ColoCapture
 import ColoControl
 import ColoMetrics
 import ColoPacket
 import ColoPacketBuilder
 import ColoRuntime
 import ColoStages
+import ColoTestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -231,5 +233,35 @@ struct GraphProxyMetricsTests {
         #expect(primaryIn?.value == 5)
         let latency = after.first { $0.key.hasPrefix("colo_proxy_release_latency_seconds_count") }
         #expect(latency?.value == 5)
+    }
+}
+
+@Suite("GraphProxy: filter-dump and conntrack stages")
+struct GraphProxyDumpTests {
+    @Test("filter-dump writes what its port hands over; conntrack tracks it in its zone")
+    func dumpAndTrack() throws {
+        let directory = try TemporaryDirectory()
+        let file = "\(directory.path)/dump.pcap"
+        let lab = try GraphHarness(
+            ports: ["tap,id=a,ifname=a0", "tap,id=b,ifname=b0"],
+            objects: [
+                "filter-dump,id=d,netdev=a,queue=tx,file=\(file)",
+                "conntrack,id=ct,netdev=a,queue=tx,zone=7",
+                "filter-redirector,id=r,netdev=a,queue=tx,outdev=b",
+            ])
+        let frames = (0..<3).map { udp("datagram \($0)", port: 40 + UInt16($0)) }
+        for frame in frames { lab.ports["a"]?.push(frame) }
+        #expect(lab.wait { lab.sent("b").count == 3 })
+        let zones = lab.proxy.perform { proxy -> [UInt16] in
+            var zones: [UInt16] = []
+            proxy.tracker.forEachEntry { _, entry in zones.append(entry.key.zone) }
+            return zones
+        }
+        #expect(zones == [7, 7, 7])
+        lab.stop()
+        usleep(100_000)
+        _ = lab.proxy.drainOnShutdown()
+        let records = try CaptureReader.readAll(path: file)
+        #expect(records.map(\.bytes) == frames)
     }
 }
