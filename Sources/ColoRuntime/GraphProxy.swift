@@ -33,6 +33,9 @@ public final class GraphProxy: @unchecked Sendable {
         public var sendRefused: UInt64 = 0
         /// Frames from a verdict-holding port (NFQUEUE) that nothing read: accepted, so the kernel passes them on.
         public var passed: UInt64 = 0
+        /// Frames dropped because their path through the graph went deeper than `maximumDepth` hops: the specs
+        /// loop (e.g. two redirectors sending to each other's ports).
+        public var loops: UInt64 = 0
     }
 
     public let ports: [any FramePort]
@@ -61,6 +64,7 @@ public final class GraphProxy: @unchecked Sendable {
     private var releaseScratch: [[PacketRef]]
     private var failedOver = false
     var tally = MetricsTally()
+    private var depth = 0
 
     /// Builds the graph (validating every spec) over already opened ports, in the order of `portSpecs`.
     public init(
@@ -207,7 +211,18 @@ public final class GraphProxy: @unchecked Sendable {
 
     // MARK: - Walking the chains
 
+    /// Hops (chains entered) one frame may take; a loop in the specs ends here instead of in a stack overflow.
+    static let maximumDepth = 32
+
     private func process(_ ref: PacketRef, chain: Int, from start: Int, now: UInt64) {
+        depth += 1
+        defer { depth -= 1 }
+        guard depth <= Self.maximumDepth else {
+            counters.loops &+= 1
+            settle(ref, accept: false)
+            store.release(ref)
+            return
+        }
         let slots = graph.chains[chain].slots
         var position = start
         while position < slots.count {

@@ -265,3 +265,21 @@ struct GraphProxyDumpTests {
         #expect(records.map(\.bytes) == frames)
     }
 }
+
+@Suite("GraphProxy: specs that loop")
+struct GraphProxyLoopTests {
+    @Test("two redirectors sending each other's frames back and forth: dropped and counted, no crash")
+    func redirectorLoop() throws {
+        let lab = try GraphHarness(
+            ports: ["tap,id=a,ifname=a0", "tap,id=b,ifname=b0"],
+            objects: [
+                "filter-redirector,id=ra,netdev=a,queue=all,outdev=b",
+                "filter-redirector,id=rb,netdev=b,queue=all,outdev=a",
+            ])
+        defer { lab.stop() }
+        lab.ports["a"]?.push(udp("round and round"))
+        #expect(lab.wait { lab.proxy.perform { $0.counters.loops } == 1 })
+        #expect(lab.sent("a").isEmpty && lab.sent("b").isEmpty)
+        #expect(lab.proxy.perform { $0.store.inUse } == 0)
+    }
+}
