@@ -13,6 +13,8 @@ public final class DevicePort: FramePort {
     public let device: TapDevice
     public private(set) var portCounters = PortCounters()
     private var closed = false
+    /// For frames that need another virtio-net header in front; grown once, to the largest frame.
+    private var scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: 16)
 
     public init(id: String, device: TapDevice) {
         self.id = id
@@ -65,11 +67,16 @@ public final class DevicePort: FramePort {
     }
 
     public func send(_ frame: UnsafeRawBufferPointer, vnetHeaderLength: Int) -> Bool {
-        guard !closed, vnetHeaderLength == device.vnetHeaderLength else {
+        guard !closed, frame.count >= vnetHeaderLength else {
             portCounters.sendRefused &+= 1
             return false
         }
-        let sent = (try? device.write(frame)) ?? false
+        let sent: Bool
+        if vnetHeaderLength == device.vnetHeaderLength {
+            sent = (try? device.write(frame)) ?? false
+        } else {
+            sent = sendReframed(frame, vnetHeaderLength: vnetHeaderLength)
+        }
         if sent {
             portCounters.framesOut &+= 1
             portCounters.bytesOut &+= UInt64(frame.count)
@@ -81,10 +88,28 @@ public final class DevicePort: FramePort {
 
     public func service(now: UInt64) {}
 
+    /// A frame whose virtio-net header differs from the device's (from a port with another vnet_hdr setting): the
+    /// frame itself goes out behind an all-zero header of the device's length ("no offloads"), or none.
+    private func sendReframed(_ frame: UnsafeRawBufferPointer, vnetHeaderLength: Int) -> Bool {
+        let body = UnsafeRawBufferPointer(rebasing: frame[vnetHeaderLength...])
+        if device.vnetHeaderLength == 0 { return (try? device.write(body)) ?? false }
+        let total = device.vnetHeaderLength + body.count
+        if scratch.count < total {
+            scratch.deallocate()
+            scratch = .allocate(byteCount: max(total, 70_000), alignment: 16)
+        }
+        let header = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<device.vnetHeaderLength])
+        header.initializeMemory(as: UInt8.self, repeating: 0)
+        UnsafeMutableRawBufferPointer(rebasing: scratch[device.vnetHeaderLength..<total]).copyMemory(from: body)
+        return (try? device.write(UnsafeRawBufferPointer(rebasing: scratch[0..<total]))) ?? false
+    }
+
     public func close() {
         closed = true
         device.close()
     }
+
+    deinit { scratch.deallocate() }
 }
 
 /// A `pcap` port: `mode=read` yields a capture's records (as fast as the proxy takes them, then nothing);
