@@ -138,7 +138,10 @@ public struct RunCommand: ParsableCommand {
         if let shortcut = settings.shortcut {
             let roles = shortcut.ports
             let taps = roles.compactMap { spec -> TapPortSpec? in if case .tap(let tap) = spec { tap } else { nil } }
-            if taps.count == 3 && portSpecs.isEmpty && objectSpecs.isEmpty { tapShortcut = taps }
+            // TapProxy hands frames on as read, virtio-net header included: only for plain TAPs.
+            if taps.count == 3 && taps.allSatisfy({ !$0.vnetHeader }) && portSpecs.isEmpty && objectSpecs.isEmpty {
+                tapShortcut = taps
+            }
             portSpecs = roles + portSpecs
             objectSpecs =
                 Self.standardChain(

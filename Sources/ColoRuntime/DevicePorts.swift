@@ -52,14 +52,26 @@ public final class DevicePort: FramePort {
                 store.release(ref)
                 return delivered
             }
+            // The virtio-net header carries nothing with offloads off (TapDevice turns them off): it is dropped
+            // here, so that every stage sees the frame at offset 0; `send` puts a zeroed one back.
+            let header = device.vnetHeaderLength
+            guard length >= header else {
+                portCounters.errors &+= 1
+                store.release(ref)
+                continue
+            }
+            if header > 0 {
+                let buffer = store.buffer(ref)
+                if let base = buffer.baseAddress { memmove(base, base + header, length - header) }
+            }
             let meta = store.metadata(ref)
-            meta.pointee.length = length
+            meta.pointee.length = length - header
             meta.pointee.linkType = device.mode.linkType
-            meta.pointee.vnetHeaderLength = device.vnetHeaderLength
+            meta.pointee.vnetHeaderLength = 0
             meta.pointee.receivedAt = now
             store.reparse(ref)
             portCounters.framesIn &+= 1
-            portCounters.bytesIn &+= UInt64(length)
+            portCounters.bytesIn &+= UInt64(length - header)
             delivered += 1
             deliver(ref)
         }
