@@ -92,6 +92,8 @@ extension GraphProxy {
                 "mirror-refused": .integer(Int64(counters.mirrorRefused)),
                 "send-refused": .integer(Int64(counters.sendRefused)),
                 "dump-errors": .integer(Int64(counters.dumpErrors)),
+                "passed": .integer(Int64(counters.passed)), "loops": .integer(Int64(counters.loops)),
+                "link-mismatch": .integer(Int64(counters.linkMismatch)),
             ]),
             "conntrack": .object([
                 "entries": .integer(Int64(tracker.count)), "created": .integer(Int64(conntrack.created)),

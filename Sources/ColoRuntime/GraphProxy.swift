@@ -36,6 +36,8 @@ public final class GraphProxy: @unchecked Sendable {
         /// Frames dropped because their path through the graph went deeper than `maximumDepth` hops: the specs
         /// loop (e.g. two redirectors sending to each other's ports).
         public var loops: UInt64 = 0
+        /// Raw-IP frames (NFQUEUE, TUN) bound for an Ethernet port: not sent (no MAC addresses to give them).
+        public var linkMismatch: UInt64 = 0
     }
 
     public let ports: [any FramePort]
@@ -276,7 +278,24 @@ public final class GraphProxy: @unchecked Sendable {
                 settle(ref, accept: true)
             } else {
                 let meta = store.metadata(ref).pointee
-                if !ports[port].send(store.frame(ref), vnetHeaderLength: meta.vnetHeaderLength) {
+                var bytes = store.frame(ref)
+                var vnetHeaderLength = meta.vnetHeaderLength
+                var sendable = true
+                if meta.linkType != ports[port].linkType {
+                    // Ethernet toward a raw-IP port: the IP packet goes. Raw IP toward an Ethernet port would need
+                    // MAC addresses the proxy does not know: refused and counted.
+                    if ports[port].linkType == .rawIP, meta.parsed,
+                        meta.layout.network == .ipv4 || meta.layout.network == .ipv6
+                    {
+                        bytes = UnsafeRawBufferPointer(
+                            rebasing: bytes[(vnetHeaderLength + meta.layout.networkOffset)...])
+                        vnetHeaderLength = 0
+                    } else {
+                        counters.linkMismatch &+= 1
+                        sendable = false
+                    }
+                }
+                if sendable && !ports[port].send(bytes, vnetHeaderLength: vnetHeaderLength) {
                     counters.sendRefused &+= 1
                 }
                 // Written elsewhere: the kernel's original must not go on as well.

@@ -28,7 +28,7 @@ final class GraphHarness: @unchecked Sendable {
     init(ports portTexts: [String], objects objectTexts: [String]) throws {
         let specs = try portTexts.map { try PortSpec.parse($0) }
         let objects = try objectTexts.map { try ObjectSpec.parse($0) }
-        let memory = specs.map { MemoryPort($0.id) }
+        let memory = specs.map { MemoryPort($0.id, linkType: $0.kind == .tun ? .rawIP : .ethernet) }
         ports = Dictionary(uniqueKeysWithValues: memory.map { ($0.id, $0) })
         proxy = try GraphProxy(ports: memory, portSpecs: specs, objects: objects)
         let events = self.events
@@ -281,5 +281,26 @@ struct GraphProxyLoopTests {
         #expect(lab.wait { lab.proxy.perform { $0.counters.loops } == 1 })
         #expect(lab.sent("a").isEmpty && lab.sent("b").isEmpty)
         #expect(lab.proxy.perform { $0.store.inUse } == 0)
+    }
+}
+
+@Suite("GraphProxy: Ethernet and raw-IP ports")
+struct GraphProxyLinkTests {
+    @Test("Ethernet frames toward a raw-IP port lose their Ethernet header; raw IP toward Ethernet is refused, counted")
+    func reframing() throws {
+        let lab = try GraphHarness(
+            ports: ["tap,id=e,ifname=e0", "tun,id=t,ifname=t0"],
+            objects: [
+                "filter-redirector,id=et,netdev=e,queue=tx,outdev=t",
+                "filter-redirector,id=te,netdev=t,queue=tx,outdev=e",
+            ])
+        defer { lab.stop() }
+        let frame = udp("to the tunnel")
+        lab.ports["e"]?.push(frame)
+        #expect(lab.wait { lab.sent("t").count == 1 })
+        #expect(lab.sent("t").first == Array(frame[14...]))
+        lab.ports["t"]?.push(Array(frame[14...]))
+        #expect(lab.wait { lab.proxy.perform { $0.counters.linkMismatch } == 1 })
+        #expect(lab.sent("e").isEmpty)
     }
 }

@@ -11,14 +11,15 @@ import Synchronization
 /// wakes the proxy's poll), frames sent to it are collected.
 final class MemoryPort: FramePort, @unchecked Sendable {
     let id: String
-    let linkType: LinkType = .ethernet
+    let linkType: LinkType
     private let inbox = Mutex<[[UInt8]]>([])
     private let outbox = Mutex<[[UInt8]]>([])
     private let wake: (read: Int32, write: Int32)
     private(set) var portCounters = PortCounters()
 
-    init(_ id: String) {
+    init(_ id: String, linkType: LinkType = .ethernet) {
         self.id = id
+        self.linkType = linkType
         var fds: [Int32] = [0, 0]
         precondition(pipe(&fds) == 0)
         for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
@@ -53,7 +54,7 @@ final class MemoryPort: FramePort, @unchecked Sendable {
         for frame in frames {
             guard
                 let ref = frame.withUnsafeBytes({
-                    store.store($0, linkType: .ethernet, source: .other, receivedAt: now)
+                    store.store($0, linkType: linkType, source: .other, receivedAt: now)
                 })
             else {
                 portCounters.storeFull += 1
