@@ -80,6 +80,10 @@ extension GraphProxy {
                 "datagrams-matched": .integer(Int64(compare.datagramsMatched)),
                 "divergences": .integer(Int64(compare.divergences)), "by-reason": .object(reasons),
                 "checkpoints": .integer(Int64(compare.checkpoints)),
+                "queued": .object([
+                    "primary": .integer(Int64(comparer.queuedPackets.primary)),
+                    "secondary": .integer(Int64(comparer.queuedPackets.secondary)),
+                ]),
                 "malformed": .integer(Int64(compare.malformed)),
             ])
         }

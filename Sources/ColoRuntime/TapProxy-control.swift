@@ -91,6 +91,10 @@ extension TapProxy {
                 "datagrams-matched": .integer(Int64(compare.datagramsMatched)),
                 "divergences": .integer(Int64(compare.divergences)), "by-reason": .object(reasons),
                 "checkpoints": .integer(Int64(compare.checkpoints)),
+                "queued": .object([
+                    "primary": .integer(Int64(pipeline.comparer.queuedPackets.primary)),
+                    "secondary": .integer(Int64(pipeline.comparer.queuedPackets.secondary)),
+                ]),
             ]),
             "conntrack": .object([
                 "entries": .integer(Int64(pipeline.tracker.count)), "created": .integer(Int64(conntrack.created)),
