@@ -266,7 +266,7 @@ public final class Comparer {
         let handle = store.metadata(ref).pointee.track.handle
         if usesExtensions, !handle.isNone {
             // word: generation << 32 | (slot + 1)
-            let word = tracker.withEntry(handle) { $0.extensions[extensionSlot] } ?? 0
+            let word = tracker.extensionWord(handle, extensionSlot) ?? 0
             let slot = Int(word & 0xFFFF_FFFF) - 1
             if slot >= 0, slot < connections.count, connections[slot].inUse,
                 UInt32(truncatingIfNeeded: word >> 32) == connections[slot].generation
@@ -277,7 +277,7 @@ public final class Comparer {
         let slot = lookupOrCreate(ref, kind: kind, now: now)
         if let slot, usesExtensions, !handle.isNone {
             let word = UInt64(connections[slot].generation) << 32 | UInt64(slot + 1)
-            tracker.withEntry(handle) { $0.extensions[extensionSlot] = word }
+            tracker.setExtensionWord(handle, extensionSlot, word)
         }
         return slot
     }

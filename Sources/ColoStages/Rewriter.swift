@@ -77,7 +77,7 @@ public final class Rewriter {
 
     /// The offset a connection is rewritten with: nil while not learned; 0 after a checkpoint.
     public func offset(of handle: ConnectionHandle) -> UInt32? {
-        guard let word = tracker.entry(handle)?.extensions[slot] else { return nil }
+        guard let word = tracker.extensionWord(handle, slot) else { return nil }
         let state = State(word)
         if state.epoch != epoch { return word == 0 ? nil : 0 }
         return state.offsetKnown ? state.value : nil
@@ -146,7 +146,7 @@ public final class Rewriter {
         guard let tcp = packet.tcp else { return }
         let key = FlowKey(packet: packet, zone: secondaryZone)
         var handle = meta.pointee.track.handle
-        if tracker.entry(handle)?.key.zone != secondaryZone {
+        if tracker.zone(of: handle) != secondaryZone {
             guard let found = tracker.lookup(key) else {
                 if tcp.flags.contains(.syn) && !failedOver {
                     rememberEarlyISN(key, tcp.sequenceNumber, fromPrimary: false)
@@ -157,29 +157,13 @@ public final class Rewriter {
         }
         var delta: UInt32 = 0
         let syn = tcp.flags.contains(.syn)
-        tracker.withEntry(handle) { entry in
-            if entry.extensions[slot] == 0 && !syn { adoptEarlyISN(key, into: &entry) }
-            var state = State(entry.extensions[slot])
-            if entry.extensions[slot] != 0 && state.epoch != epoch { return }  // checkpointed: offset zero
-            if state.offsetKnown {
-                delta = state.value
-                return
-            }
-            guard syn, !failedOver else { return }
-            state = State(0)
-            state.epoch = epoch
-            state.value = tcp.sequenceNumber
-            state.isnKnown = true
-            var early = key
-            early.zone = 0
-            if let primaryISN = primaryISN(for: key) ?? earlyISNs[early]?.primary {
-                state.value = tcp.sequenceNumber &- primaryISN
-                state.offsetKnown = true
-                state.isnKnown = false
-                delta = state.value
-                counters.learned &+= 1
-            }
-            entry.extensions[slot] = state.word
+        // Almost every packet: the offset is known (or was zeroed by a checkpoint); one word answers that.
+        let word = tracker.extensionWord(handle, slot) ?? 0
+        let known = State(word)
+        if word != 0 && (known.epoch != epoch || known.offsetKnown) {
+            if known.epoch == epoch { delta = known.value }
+        } else {
+            learnOffset(handle, key: key, syn: syn, seq: tcp.sequenceNumber, delta: &delta)
         }
         if meta.pointee.layout.transportHeaderLength > 20, let value = timestampValue(packet) {
             let timestampDelta = secondaryTimestamp(handle, key: key, value: value, syn: syn)
@@ -192,6 +176,34 @@ public final class Rewriter {
         guard delta != 0 else { return }
         TCPFieldEditor.addToSequenceNumber(0 &- delta, in: store.mutableFrame(ref), layout: meta.pointee.layout)
         counters.rewrittenFromSecondary &+= 1
+    }
+
+    /// The slow path of `rewriteFromSecondary`: the connection's offset is not known yet.
+    private func learnOffset(_ handle: ConnectionHandle, key: FlowKey, syn: Bool, seq: UInt32, delta: inout UInt32) {
+        tracker.withEntry(handle) { entry in
+            if entry.extensions[slot] == 0 && !syn { adoptEarlyISN(key, into: &entry) }
+            var state = State(entry.extensions[slot])
+            if entry.extensions[slot] != 0 && state.epoch != epoch { return }  // checkpointed: offset zero
+            if state.offsetKnown {
+                delta = state.value
+                return
+            }
+            guard syn, !failedOver else { return }
+            state = State(0)
+            state.epoch = epoch
+            state.value = seq
+            state.isnKnown = true
+            var early = key
+            early.zone = 0
+            if let primaryISN = primaryISN(for: key) ?? earlyISNs[early]?.primary {
+                state.value = seq &- primaryISN
+                state.offsetKnown = true
+                state.isnKnown = false
+                delta = state.value
+                counters.learned &+= 1
+            }
+            entry.extensions[slot] = state.word
+        }
     }
 
     /// A packet from the primary (tracked in its zone): its SYN or SYN|ACK gives the primary's ISN, which
@@ -280,7 +292,7 @@ public final class Rewriter {
     private func primaryISN(for key: FlowKey) -> UInt32? {
         var primaryKey = key
         primaryKey.zone = primaryZone
-        guard let (handle, _) = tracker.lookup(primaryKey), let word = tracker.entry(handle)?.extensions[slot] else {
+        guard let (handle, _) = tracker.lookup(primaryKey), let word = tracker.extensionWord(handle, slot) else {
             return nil
         }
         let state = State(word)
@@ -330,7 +342,7 @@ public final class Rewriter {
         primaryKey.zone = primaryZone
         var primaryValue: UInt32?
         if syn, let (primary, _) = tracker.lookup(primaryKey),
-            let word = tracker.entry(primary)?.extensions[timestampSlot]
+            let word = tracker.extensionWord(primary, timestampSlot)
         {
             let state = State(word)
             if state.isnKnown && state.epoch == epoch { primaryValue = state.value }
