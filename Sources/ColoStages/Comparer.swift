@@ -147,7 +147,9 @@ public final class Comparer {
             guard let whole = reassemble(ref, zone: fromPrimary ? 1 : 2, now: now) else { return }
             ref = whole
         }
-        let kind = Self.kind(of: store.metadata(ref).pointee.layout)
+        // TCP, nearly every packet, is told from the metadata in place; the rest copy the layout out.
+        let whole = store.metadata(ref)
+        let kind: Kind = whole.pointee.isCompleteTCP ? .tcp : Self.kind(of: whole.pointee.layout)
         guard let slot = connection(for: ref, kind: kind, now: now) else {
             passUncompared(ref, fromPrimary: fromPrimary)
             return
