@@ -109,9 +109,30 @@ public final class ConnectionTracker {
     private func validIndex(_ handle: ConnectionHandle) -> Int? {
         let index = Int(handle.index)
         guard !handle.isNone, index < table.scanLimit else { return nil }
-        let entry = table.entries[index]
-        guard entry.isInUse, entry.generation == handle.generation else { return nil }
+        // Through the pointer: only the two fields are read, not a copy of the ~200-byte entry.
+        let entry = table.entries + index
+        guard entry.pointee.isInUse, entry.pointee.generation == handle.generation else { return nil }
         return index
+    }
+
+    /// One extension word of the live entry a handle names; nil when the handle is stale. Unlike `withEntry` it
+    /// is neither generic nor takes a closure, so the per-packet stages calling it from another module pay for a
+    /// plain call.
+    public func extensionWord(_ handle: ConnectionHandle, _ slot: ExtensionSlot) -> UInt64? {
+        guard let index = validIndex(handle) else { return nil }
+        return table.entries[index].extensions[slot]
+    }
+
+    /// Sets one extension word of the live entry a handle names (nothing when the handle is stale).
+    public func setExtensionWord(_ handle: ConnectionHandle, _ slot: ExtensionSlot, _ value: UInt64) {
+        guard let index = validIndex(handle) else { return }
+        table.entries[index].extensions[slot] = value
+    }
+
+    /// The zone of the live entry a handle names, without copying the entry out.
+    public func zone(of handle: ConnectionHandle) -> UInt16? {
+        guard let index = validIndex(handle) else { return nil }
+        return table.entries[index].key.zone
     }
 
     // MARK: - Tracking

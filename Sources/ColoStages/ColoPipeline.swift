@@ -60,6 +60,9 @@ public final class ColoPipeline {
             tracker: tracker, slot: slot, timestampSlot: timestampSlot, primaryZone: Self.primaryZone,
             secondaryZone: Self.secondaryZone)
         self.comparer = Comparer(configuration: compare, store: store, tracker: tracker)
+        toClient.reserveCapacity(256)
+        toPrimary.reserveCapacity(256)
+        toSecondary.reserveCapacity(256)
     }
 
     /// A packet from the client: on to the primary, and a rewritten copy to the secondary. After failover the
@@ -172,11 +175,19 @@ public final class ColoPipeline {
 
     private func drainComparer() {
         if !comparer.released.isEmpty {
-            toClient.append(contentsOf: comparer.released)
-            comparer.released.removeAll(keepingCapacity: true)
+            if toClient.isEmpty && toClient.capacity >= comparer.released.capacity {
+                // The usual case (the caller drains after each call): hand the buffer over instead of copying
+                // the refs and emptying it; both lists keep a buffer of at least the comparer's capacity.
+                swap(&toClient, &comparer.released)
+            } else {
+                toClient.append(contentsOf: comparer.released)
+                comparer.released.removeAll(keepingCapacity: true)
+            }
         }
         if !comparer.dropped.isEmpty {
-            for ref in comparer.dropped { store.release(ref) }
+            comparer.dropped.withUnsafeBufferPointer { refs in
+                for ref in refs { store.release(ref) }
+            }
             comparer.dropped.removeAll(keepingCapacity: true)
         }
     }

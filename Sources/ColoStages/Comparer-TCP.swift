@@ -11,19 +11,22 @@ extension Comparer {
 
     @inline(__always)
     func segment(_ ref: PacketRef) -> Segment {
+        // Fields are read through the metadata pointer: no copy of the whole layout per call (these run
+        // several times per packet in the queue walks).
+        let meta = store.metadata(ref)
         let frame = store.frame(ref)
-        let layout = store.metadata(ref).pointee.layout
-        let t = layout.transportOffset
+        let t = meta.pointee.layout.transportOffset
         return Segment(
             seq: UInt32(bigEndian: frame.loadUnaligned(fromByteOffset: t + 4, as: UInt32.self)),
-            length: UInt32(truncatingIfNeeded: layout.payloadEnd - layout.payloadOffset),
+            length: UInt32(truncatingIfNeeded: meta.pointee.layout.payloadEnd - meta.pointee.layout.payloadOffset),
             flags: TCPFlags(rawValue: frame[t + 13]))
     }
 
     @inline(__always)
     func payload(_ ref: PacketRef) -> UnsafeRawBufferPointer {
-        let layout = store.metadata(ref).pointee.layout
-        return UnsafeRawBufferPointer(rebasing: store.frame(ref)[layout.payloadOffset..<layout.payloadEnd])
+        let meta = store.metadata(ref)
+        return UnsafeRawBufferPointer(
+            rebasing: store.frame(ref)[meta.pointee.layout.payloadOffset..<meta.pointee.layout.payloadEnd])
     }
 
     /// Sets the stream origin from the primary's first segment (a SYN gives ISN + 1).
@@ -204,8 +207,11 @@ extension Comparer {
 
     /// One side ended its stream (FIN) where the other has more bytes: the streams have different lengths.
     func checkLengths(_ slot: Int, now: UInt64) {
+        // Nearly always no FIN yet: answered from two fields before the connection is copied out.
+        guard !connections[slot].lengthReported,
+            connections[slot].secondaryFin != nil || connections[slot].primaryFin != nil
+        else { return }
         let connection = connections[slot]
-        guard !connection.lengthReported else { return }
         if let fin = connection.secondaryFin, TCPSequence.after(connection.primaryEnd, fin),
             TCPSequence.atOrBefore(fin, connection.verified), let pending = covering(fin, in: connection.primary)
         {

@@ -35,7 +35,7 @@ public struct CompareCounters: Sendable, Equatable {
     public var retransmissions: UInt64 = 0
     public var divergences: UInt64 = 0
     public var divergencesByReason: [DivergenceReason: UInt64] = [:]
-    /// Packets that could not be parsed: primary ones released uncompared, secondary ones dropped.
+    /// Packets that could not be parsed: primary ones released uncompared, secondary ones dropped (SPEC §8).
     public var malformed: UInt64 = 0
     public var connectionsRefused: UInt64 = 0
     public var connectionsCompared: UInt64 = 0
@@ -74,6 +74,11 @@ public final class Comparer {
     @exclusivity(unchecked) var freeConnections: [Int32] = []
     @exclusivity(unchecked) var index: [FlowKey: Int32] = [:]
     @exclusivity(unchecked) private var lastScan: UInt64 = 0
+    /// Malformed packets waiting for the other side's (see Comparer-Malformed.swift); FIFOs from their heads.
+    @exclusivity(unchecked) var malformedPrimary: [DivergenceSide] = []
+    @exclusivity(unchecked) var malformedSecondary: [DivergenceSide] = []
+    @exclusivity(unchecked) var malformedPrimaryHead = 0
+    @exclusivity(unchecked) var malformedSecondaryHead = 0
     /// With a tracker, each tracked connection remembers its comparison slot in an extension word, so packets
     /// carrying a conntrack handle need no hash lookup here.
     let tracker: ConnectionTracker
@@ -134,8 +139,7 @@ public final class Comparer {
         }
         let meta = store.metadata(ref)
         guard meta.pointee.parsed else {
-            counters.malformed &+= 1
-            passUncompared(ref, fromPrimary: fromPrimary)
+            ingestMalformed(ref, fromPrimary: fromPrimary, now: now)
             return
         }
         var ref = ref
@@ -143,7 +147,9 @@ public final class Comparer {
             guard let whole = reassemble(ref, zone: fromPrimary ? 1 : 2, now: now) else { return }
             ref = whole
         }
-        let kind = Self.kind(of: store.metadata(ref).pointee.layout)
+        // TCP, nearly every packet, is told from the metadata in place; the rest copy the layout out.
+        let whole = store.metadata(ref)
+        let kind: Kind = whole.pointee.isCompleteTCP ? .tcp : Self.kind(of: whole.pointee.layout)
         guard let slot = connection(for: ref, kind: kind, now: now) else {
             passUncompared(ref, fromPrimary: fromPrimary)
             return
@@ -167,6 +173,7 @@ public final class Comparer {
     public func scan(now: UInt64) {
         guard now &- lastScan >= configuration.expiredScanCycle else { return }
         lastScan = now
+        expireMalformed(now: now)
         reassembler.expire(now: now) { tokens in
             for token in tokens { giveUpFragment(PacketRef(index: UInt32(truncatingIfNeeded: token))) }
         }
@@ -197,6 +204,7 @@ public final class Comparer {
     /// dropped, and comparison starts again from where the primary is (the secondary is now its copy).
     public func checkpointDone(now: UInt64) {
         counters.checkpoints &+= 1
+        forgetMalformed()
         for slot in connections.indices where connections[slot].inUse {
             while !connections[slot].primary.isEmpty { release(connections[slot].primary.popHead(store)) }
             while !connections[slot].secondary.isEmpty { drop(connections[slot].secondary.popHead(store)) }
@@ -212,6 +220,7 @@ public final class Comparer {
     /// released in sequence order.
     public func failover(now: UInt64) {
         failedOver = true
+        forgetMalformed()
         for slot in connections.indices where connections[slot].inUse {
             while !connections[slot].primary.isEmpty { drop(connections[slot].primary.popHead(store)) }
             while !connections[slot].secondary.isEmpty { release(connections[slot].secondary.popHead(store)) }
@@ -259,7 +268,7 @@ public final class Comparer {
         let handle = store.metadata(ref).pointee.track.handle
         if usesExtensions, !handle.isNone {
             // word: generation << 32 | (slot + 1)
-            let word = tracker.withEntry(handle) { $0.extensions[extensionSlot] } ?? 0
+            let word = tracker.extensionWord(handle, extensionSlot) ?? 0
             let slot = Int(word & 0xFFFF_FFFF) - 1
             if slot >= 0, slot < connections.count, connections[slot].inUse,
                 UInt32(truncatingIfNeeded: word >> 32) == connections[slot].generation
@@ -270,7 +279,7 @@ public final class Comparer {
         let slot = lookupOrCreate(ref, kind: kind, now: now)
         if let slot, usesExtensions, !handle.isNone {
             let word = UInt64(connections[slot].generation) << 32 | UInt64(slot + 1)
-            tracker.withEntry(handle) { $0.extensions[extensionSlot] = word }
+            tracker.setExtensionWord(handle, extensionSlot, word)
         }
         return slot
     }

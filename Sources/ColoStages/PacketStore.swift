@@ -35,6 +35,17 @@ public struct PacketMetadata: Sendable {
     @usableFromInline var fragmentChain: UInt32 = .max
 }
 
+extension PacketMetadata {
+    /// Parsed, TCP over IP, with the whole TCP header in the frame (`layout.isTCP` and
+    /// `layout.transportHeaderComplete`), read field by field: the per-packet checks of the stages then make no
+    /// copy of the layout and no call across the module boundary.
+    @inline(__always)
+    var isCompleteTCP: Bool {
+        parsed && (layout.network == .ipv4 || layout.network == .ipv6) && layout.transportProtocol == IPProtocol.tcp
+            && layout.transportHeaderLength > 0 && layout.transportHeaderComplete
+    }
+}
+
 /// Fixed pool of packet buffers and their metadata: the only place packet memory comes from.
 ///
 /// Buffers are allocated once, in two size classes (Ethernet-sized and the largest frame QEMU sends, 69632

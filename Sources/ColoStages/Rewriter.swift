@@ -77,7 +77,7 @@ public final class Rewriter {
 
     /// The offset a connection is rewritten with: nil while not learned; 0 after a checkpoint.
     public func offset(of handle: ConnectionHandle) -> UInt32? {
-        guard let word = tracker.entry(handle)?.extensions[slot] else { return nil }
+        guard let word = tracker.extensionWord(handle, slot) else { return nil }
         let state = State(word)
         if state.epoch != epoch { return word == 0 ? nil : 0 }
         return state.offsetKnown ? state.value : nil
@@ -98,14 +98,14 @@ public final class Rewriter {
     /// in the secondary's zone (so the tracker sees the secondary's own sequence space).
     public func rewriteTowardSecondary(_ ref: PacketRef, in store: PacketStore) {
         let meta = store.metadata(ref)
-        guard meta.pointee.parsed, meta.pointee.layout.isTCP, meta.pointee.layout.transportHeaderComplete else {
+        guard meta.pointee.isCompleteTCP else {
             return
         }
         let packet = store.packet(ref)
         guard let tcp = packet.tcp, tcp.flags.contains(.ack) else { return }
-        guard let (handle, _) = tracker.lookup(FlowKey(packet: packet, zone: secondaryZone)) else { return }
-        var delta: UInt32 = 0
         let towardKey = FlowKey(packet: packet, zone: secondaryZone)
+        guard let (handle, _) = tracker.lookup(towardKey) else { return }
+        var delta: UInt32 = 0
         tracker.withEntry(handle) { entry in
             if entry.extensions[slot] == 0 { adoptEarlyISN(towardKey, into: &entry) }
             var state = State(entry.extensions[slot])
@@ -139,50 +139,36 @@ public final class Rewriter {
     /// from its SYN|ACK (or SYN).
     public func rewriteFromSecondary(_ ref: PacketRef, in store: PacketStore) {
         let meta = store.metadata(ref)
-        guard meta.pointee.parsed, meta.pointee.layout.isTCP, meta.pointee.layout.transportHeaderComplete else {
+        guard meta.pointee.isCompleteTCP else {
             return
         }
-        let packet = store.packet(ref)
-        guard let tcp = packet.tcp else { return }
-        let key = FlowKey(packet: packet, zone: secondaryZone)
+        // The header fields are read in place: the flow key (and a `Packet` view, a copy of the layout) are
+        // only made on the slow paths below.
+        let frame = store.frame(ref)
+        let transport = meta.pointee.layout.transportOffset
+        let syn = frame[transport + 13] & 0x02 != 0
+        let seq = UInt32(bigEndian: frame.loadUnaligned(fromByteOffset: transport + 4, as: UInt32.self))
         var handle = meta.pointee.track.handle
-        if tracker.entry(handle)?.key.zone != secondaryZone {
+        if tracker.zone(of: handle) != secondaryZone {
+            let key = FlowKey(packet: store.packet(ref), zone: secondaryZone)
             guard let found = tracker.lookup(key) else {
-                if tcp.flags.contains(.syn) && !failedOver {
-                    rememberEarlyISN(key, tcp.sequenceNumber, fromPrimary: false)
-                }
+                if syn && !failedOver { rememberEarlyISN(key, seq, fromPrimary: false) }
                 return
             }
             handle = found.handle
         }
         var delta: UInt32 = 0
-        let syn = tcp.flags.contains(.syn)
-        tracker.withEntry(handle) { entry in
-            if entry.extensions[slot] == 0 && !syn { adoptEarlyISN(key, into: &entry) }
-            var state = State(entry.extensions[slot])
-            if entry.extensions[slot] != 0 && state.epoch != epoch { return }  // checkpointed: offset zero
-            if state.offsetKnown {
-                delta = state.value
-                return
-            }
-            guard syn, !failedOver else { return }
-            state = State(0)
-            state.epoch = epoch
-            state.value = tcp.sequenceNumber
-            state.isnKnown = true
-            var early = key
-            early.zone = 0
-            if let primaryISN = primaryISN(for: key) ?? earlyISNs[early]?.primary {
-                state.value = tcp.sequenceNumber &- primaryISN
-                state.offsetKnown = true
-                state.isnKnown = false
-                delta = state.value
-                counters.learned &+= 1
-            }
-            entry.extensions[slot] = state.word
+        // Almost every packet: the offset is known (or was zeroed by a checkpoint); one word answers that.
+        let word = tracker.extensionWord(handle, slot) ?? 0
+        let known = State(word)
+        if word != 0 && (known.epoch != epoch || known.offsetKnown) {
+            if known.epoch == epoch { delta = known.value }
+        } else {
+            let key = FlowKey(packet: store.packet(ref), zone: secondaryZone)
+            learnOffset(handle, key: key, syn: syn, seq: seq, delta: &delta)
         }
-        if meta.pointee.layout.transportHeaderLength > 20, let value = timestampValue(packet) {
-            let timestampDelta = secondaryTimestamp(handle, key: key, value: value, syn: syn)
+        if meta.pointee.layout.transportHeaderLength > 20, let value = timestampValue(store.packet(ref)) {
+            let timestampDelta = secondaryTimestamp(handle, ref: ref, in: store, value: value, syn: syn)
             if timestampDelta != 0 {
                 TCPFieldEditor.addToTimestamps(
                     valueDelta: 0 &- timestampDelta, echoDelta: 0, in: store.mutableFrame(ref),
@@ -194,16 +180,47 @@ public final class Rewriter {
         counters.rewrittenFromSecondary &+= 1
     }
 
+    /// The slow path of `rewriteFromSecondary`: the connection's offset is not known yet.
+    private func learnOffset(_ handle: ConnectionHandle, key: FlowKey, syn: Bool, seq: UInt32, delta: inout UInt32) {
+        tracker.withEntry(handle) { entry in
+            if entry.extensions[slot] == 0 && !syn { adoptEarlyISN(key, into: &entry) }
+            var state = State(entry.extensions[slot])
+            if entry.extensions[slot] != 0 && state.epoch != epoch { return }  // checkpointed: offset zero
+            if state.offsetKnown {
+                delta = state.value
+                return
+            }
+            guard syn, !failedOver else { return }
+            state = State(0)
+            state.epoch = epoch
+            state.value = seq
+            state.isnKnown = true
+            var early = key
+            early.zone = 0
+            if let primaryISN = primaryISN(for: key) ?? earlyISNs[early]?.primary {
+                state.value = seq &- primaryISN
+                state.offsetKnown = true
+                state.isnKnown = false
+                delta = state.value
+                counters.learned &+= 1
+            }
+            entry.extensions[slot] = state.word
+        }
+    }
+
     /// A packet from the primary (tracked in its zone): its SYN or SYN|ACK gives the primary's ISN, which
     /// together with the secondary's gives the offset without waiting for the client.
     public func observePrimary(_ ref: PacketRef, in store: PacketStore) {
         guard !failedOver else { return }
         let meta = store.metadata(ref)
-        guard meta.pointee.parsed, meta.pointee.layout.isTCP, meta.pointee.layout.transportHeaderComplete else {
+        guard meta.pointee.isCompleteTCP else {
             return
         }
+        // Only SYNs matter here: the flags byte is read in place before anything else is made.
+        let transport = meta.pointee.layout.transportOffset
+        guard store.frame(ref)[transport + 13] & 0x02 != 0 else { return }
         let packet = store.packet(ref)
-        guard let tcp = packet.tcp, tcp.flags.contains(.syn) else { return }
+        guard let tcp = packet.tcp else { return }
         let isn = tcp.sequenceNumber
         let primaryKey = FlowKey(packet: packet, zone: primaryZone)
         if let value = timestampValue(packet) { observePrimaryTimestamp(primaryKey, value: value) }
@@ -280,7 +297,7 @@ public final class Rewriter {
     private func primaryISN(for key: FlowKey) -> UInt32? {
         var primaryKey = key
         primaryKey.zone = primaryZone
-        guard let (handle, _) = tracker.lookup(primaryKey), let word = tracker.entry(handle)?.extensions[slot] else {
+        guard let (handle, _) = tracker.lookup(primaryKey), let word = tracker.extensionWord(handle, slot) else {
             return nil
         }
         let state = State(word)
@@ -325,12 +342,18 @@ public final class Rewriter {
     }
 
     /// A secondary segment's TSval: learns the offset from its SYN|ACK, returns the offset to subtract.
-    private func secondaryTimestamp(_ handle: ConnectionHandle, key: FlowKey, value: UInt32, syn: Bool) -> UInt32 {
-        var primaryKey = key
-        primaryKey.zone = primaryZone
+    private func secondaryTimestamp(
+        _ handle: ConnectionHandle, ref: PacketRef, in store: PacketStore, value: UInt32, syn: Bool
+    ) -> UInt32 {
+        // Every segment but the handshake's: the offset is known or zeroed; one word answers that.
+        let word = tracker.extensionWord(handle, timestampSlot) ?? 0
+        let known = State(word)
+        if word != 0 && known.epoch != epoch { return 0 }
+        if known.offsetKnown { return known.value }
+        if !syn { return 0 }
         var primaryValue: UInt32?
-        if syn, let (primary, _) = tracker.lookup(primaryKey),
-            let word = tracker.entry(primary)?.extensions[timestampSlot]
+        if let (primary, _) = tracker.lookup(FlowKey(packet: store.packet(ref), zone: primaryZone)),
+            let word = tracker.extensionWord(primary, timestampSlot)
         {
             let state = State(word)
             if state.isnKnown && state.epoch == epoch { primaryValue = state.value }
