@@ -124,7 +124,8 @@ final class TestListener {
     let port: UInt16
 
     init() throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.fd = fd
         var address = loopback(0)
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafeMutablePointer(to: &address) {
@@ -167,10 +168,10 @@ struct Delivered: Equatable {
 /// Drives socket ports on the test's thread as the data thread would: poll their descriptors, receive, service.
 final class PortPump {
     let store = PacketStore(small: 256, large: 8)
-    var ports: [SocketPort]
+    var ports: [ColoRuntime.SocketPort]
     var delivered: [String: [Delivered]] = [:]
 
-    init(_ ports: [SocketPort]) { self.ports = ports }
+    init(_ ports: [ColoRuntime.SocketPort]) { self.ports = ports }
 
     /// One loop turn, waiting up to `timeout` ms for a descriptor.
     func turn(timeout: Int32 = 5) {
@@ -220,10 +221,11 @@ func monotonicNow() -> UInt64 {
 }
 
 /// A socket port collecting its log lines.
-func socketPort(_ text: String, outputCapacity: Int = SocketPort.defaultOutputCapacity) throws -> (SocketPort, LogLines)
-{
+func socketPort(_ text: String, outputCapacity: Int = ColoRuntime.SocketPort.defaultOutputCapacity) throws -> (
+    ColoRuntime.SocketPort, LogLines
+) {
     guard case .socket(let spec) = try PortSpec.parse(text) else { throw TestSocketError("not a socket spec: \(text)") }
-    let port = try SocketPort(spec: spec, outputCapacity: outputCapacity)
+    let port = try ColoRuntime.SocketPort(spec: spec, outputCapacity: outputCapacity)
     let lines = LogLines()
     port.log = { lines.append($0) }
     return (port, lines)
