@@ -61,7 +61,8 @@ public final class SocketPort: FramePort {
     private var outputEnd = 0
 
     /// Opens the port: a server binds and listens now (and throws when it cannot); a client makes its first
-    /// connection attempt now, and a failure is counted, not thrown (see `reconnect=`).
+    /// connection attempt on the first `service(now:)`, and a failure is counted and logged, not thrown (see
+    /// `reconnect=`). The output queue holds at least one largest frame, whatever `outputCapacity` says.
     public init(spec: SocketPortSpec, outputCapacity: Int = SocketPort.defaultOutputCapacity) throws {
         self.spec = spec
         id = spec.id
@@ -79,8 +80,6 @@ public final class SocketPort: FramePort {
                 output.deallocate()
                 throw error
             }
-        } else {
-            startConnect(now: monotonicNanoseconds())
         }
     }
 
