@@ -196,9 +196,8 @@ public struct RunCommand: ParsableCommand {
             return try PcapPort(spec: pcap)
         case .socket(let socket):
             return try SocketPort(spec: socket)
-        case .nfqueue:
-            throw ValidationError(
-                "port \(spec.id): kind '\(spec.kind)' is not supported by run yet (accepted: tap, tun, socket, pcap)")
+        case .nfqueue(let nfqueue):
+            return try NFQueuePort(spec: nfqueue)
         }
     }
 

@@ -145,23 +145,20 @@ public final class SocketPort: FramePort {
         return delivered
     }
 
-    /// Copies one decoded frame, vnet header first, into a store buffer and hands it on.
+    /// Copies one decoded frame into a store buffer and hands it on. A virtio-net header (vnet_hdr_support=on) is
+    /// not kept: every stage parses frames from offset 0, and the ports the proxy writes to take frames without
+    /// one (sending V = 0, which QEMU's framing allows). Offload hints in the header are therefore not carried.
     private func take(_ frame: ChardevFrame, into store: PacketStore, now: UInt64, deliver: (PacketRef) -> Void) {
-        let length = frame.length
+        let length = frame.ethernet.count
         guard let ref = store.acquire(length: length) else {
             portCounters.storeFull &+= 1
             return
         }
-        let buffer = store.buffer(ref)
-        let vnetLength = frame.vnetHeaderLength
-        if vnetLength > 0 {
-            UnsafeMutableRawBufferPointer(rebasing: buffer[0..<vnetLength]).copyMemory(from: frame.vnetHeader)
-        }
-        UnsafeMutableRawBufferPointer(rebasing: buffer[vnetLength..<length]).copyMemory(from: frame.ethernet)
+        UnsafeMutableRawBufferPointer(rebasing: store.buffer(ref)[0..<length]).copyMemory(from: frame.ethernet)
         let meta = store.metadata(ref)
         meta.pointee.length = length
         meta.pointee.linkType = .ethernet
-        meta.pointee.vnetHeaderLength = vnetLength
+        meta.pointee.vnetHeaderLength = 0
         meta.pointee.receivedAt = now
         store.reparse(ref)
         portCounters.framesIn &+= 1
@@ -170,12 +167,14 @@ public final class SocketPort: FramePort {
     }
 
     public func send(_ frame: UnsafeRawBufferPointer, vnetHeaderLength: Int) -> Bool {
-        guard !closed, connection >= 0, !connecting, vnetHeaderLength >= 0, vnetHeaderLength <= frame.count,
-            vnetHeaderLength == 0 || framing.vnetHeaderSupport
-        else {
+        guard !closed, connection >= 0, !connecting, vnetHeaderLength >= 0, vnetHeaderLength <= frame.count else {
             portCounters.sendRefused &+= 1
             return false
         }
+        // Without vnet_hdr_support the stream has no V field: a header in front of the frame is dropped.
+        let headerLength = framing.vnetHeaderSupport ? vnetHeaderLength : 0
+        let frame = UnsafeRawBufferPointer(rebasing: frame[(vnetHeaderLength - headerLength)...])
+        let vnetHeaderLength = headerLength
         let needed = encoder.encodedLength(
             vnetHeaderLength: vnetHeaderLength, ethernetLength: frame.count - vnetHeaderLength)
         if output.count - outputEnd < needed && outputStart > 0 { compact() }
