@@ -193,7 +193,9 @@ public final class SocketPort: FramePort {
         }
         portCounters.framesOut &+= 1
         portCounters.bytesOut &+= UInt64(frame.count)
-        flush(now: nil)
+        // Written in bursts: `service` (every loop turn, after the batch that produced these frames) flushes; a
+        // quarter-full queue is flushed at once so that a burst never has to wait for room.
+        if outputEnd - outputStart >= output.count / 4 { flush(now: nil) }
         return true
     }
 
@@ -210,6 +212,7 @@ public final class SocketPort: FramePort {
 
     public func close() {
         guard !closed else { return }
+        if connection >= 0, !connecting, outputEnd > outputStart { flush(now: nil) }
         closed = true
         if connection >= 0 {
             Glibc.close(connection)

@@ -92,6 +92,7 @@ struct SocketPortTests {
         #expect(pump.until { pump.frames("s").count == 1 })
         #expect(pump.frames("s").first?.bytes == frame)
         #expect(frame.withUnsafeBytes { port.send($0, vnetHeaderLength: 0) })
+        port.service(now: 0)  // output is written in bursts, on the loop turn after the frames were queued
         #expect(first.read(framed(frame).count) == framed(frame))
         #expect(port.portCounters.connects == 1 && port.portCounters.disconnects == 0)
     }
@@ -175,6 +176,7 @@ struct SocketPortTests {
         livePeer.write(framed(ethernetFrame(5)))
         #expect(pump.until { pump.frames("live").count == 1 })
         #expect(ethernetFrame(6).withUnsafeBytes { live.send($0, vnetHeaderLength: 0) })
+        live.service(now: 0)
         #expect(livePeer.read(64) == framed(ethernetFrame(6)))
         // Once the stuck peer reads, its queued frames come out intact and in order.
         let firstBytes = stuckPeer.read(framed(frame).count)
@@ -205,11 +207,13 @@ struct SocketPortTests {
         #expect(stored.withUnsafeBytes { on.send($0, vnetHeaderLength: 12) })
         #expect(frame.withUnsafeBytes { on.send($0, vnetHeaderLength: 0) })
         let expectedOn = framed(frame, vnetHeader: header) + framed(frame, vnetHeader: [])
+        on.service(now: 0)
         #expect(onPeer.read(expectedOn.count) == expectedOn)
 
         // Without vnet_hdr_support a header in front of the frame is dropped, not sent.
         #expect(stored.withUnsafeBytes { off.send($0, vnetHeaderLength: 12) })
         #expect(frame.withUnsafeBytes { off.send($0, vnetHeaderLength: 0) })
+        off.service(now: 0)
         #expect(offPeer.read(2 * framed(frame).count) == framed(frame) + framed(frame))
         #expect(off.portCounters.sendRefused == 0)
     }
