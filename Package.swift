@@ -57,7 +57,8 @@ let package = Package(
         // The running proxy: ports, stages and the control socket wired together.
         .target(
             name: "ColoRuntime",
-            dependencies: ["ColoPacket", "ColoCapture", "ColoConntrack", "ColoStages", "ColoPorts", "ColoControl", "ColoNetfilter",
+            dependencies: [
+                "ColoPacket", "ColoCapture", "ColoConntrack", "ColoStages", "ColoPorts", "ColoControl", "ColoNetfilter",
                 "ColoMetrics",
             ]
         ),
@@ -84,7 +85,8 @@ let package = Package(
         ),
         // The single-host namespace lab of LAB.md (client, primary, secondary on TAP devices, real servers and
         // clients), shared by `colo-proxy demo` and the integration tests.
-        .target(name: "ColoLab", dependencies: ["ColoRuntime", "ColoPorts", "ColoStages", "ColoControl", "ColoConntrack"]),
+        .target(
+            name: "ColoLab", dependencies: ["ColoRuntime", "ColoPorts", "ColoStages", "ColoControl", "ColoConntrack"]),
         .executableTarget(name: "colo-proxy", dependencies: ["ColoCLI"]),
 
         .testTarget(name: "ColoPacketTests", dependencies: ["ColoPacket", "ColoPacketBuilder", "ColoCapture"]),
@@ -92,7 +94,9 @@ let package = Package(
         .testTarget(name: "ColoFragmentsTests", dependencies: ["ColoFragments", "ColoPacket", "ColoPacketBuilder"]),
         .testTarget(
             name: "ColoConntrackTests",
-            dependencies: ["ColoConntrack", "ColoFragments", "ColoPacket", "ColoPacketBuilder", "ColoCapture", "ColoCLI"]
+            dependencies: [
+                "ColoConntrack", "ColoFragments", "ColoPacket", "ColoPacketBuilder", "ColoCapture", "ColoCLI",
+            ]
         ),
         // Helpers shared by the test targets that run real programs (commands with a clean signal state, root check).
         .target(name: "ColoTestSupport", path: "Tests/ColoTestSupport"),
@@ -111,7 +115,8 @@ let package = Package(
         .testTarget(
             name: "ColoCLITests",
             dependencies: [
-                "ColoCLI", "ColoStages", "ColoCapture", "ColoControl", "ColoTestSupport", "ColoPacket", "ColoPacketBuilder",
+                "ColoCLI", "ColoStages", "ColoCapture", "ColoControl", "ColoTestSupport", "ColoPacket",
+                "ColoPacketBuilder",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -1,4 +1,5 @@
 import ColoConntrack
+import ColoControl
 import ColoPorts
 import ColoRuntime
 import ColoStages
@@ -63,11 +64,14 @@ public final class ColoLab: @unchecked Sendable {
         let events = self.events
         proxy.onDivergence = { event in events.append(event) }
         do {
-            try place(client.name, in: namespaces.client, mac: "52:54:00:00:00:01", v4: "\(Self.clientV4)/24",
+            try place(
+                client.name, in: namespaces.client, mac: "52:54:00:00:00:01", v4: "\(Self.clientV4)/24",
                 v6: "\(Self.clientV6)/64")
-            try place(primary.name, in: namespaces.primary, mac: "52:54:00:00:00:02", v4: "\(Self.replicaV4)/24",
+            try place(
+                primary.name, in: namespaces.primary, mac: "52:54:00:00:00:02", v4: "\(Self.replicaV4)/24",
                 v6: "\(Self.replicaV6)/64")
-            try place(secondary.name, in: namespaces.secondary, mac: "52:54:00:00:00:02", v4: "\(Self.replicaV4)/24",
+            try place(
+                secondary.name, in: namespaces.secondary, mac: "52:54:00:00:00:02", v4: "\(Self.replicaV4)/24",
                 v6: "\(Self.replicaV6)/64")
         } catch {
             removeNamespaces()
@@ -257,4 +261,23 @@ public func sha256(ofFile path: String) throws -> String {
         throw LabFailure("sha256sum \(path): \(result)")
     }
     return String(digest)
+}
+
+extension ColoLab {
+    /// Runs a control-socket command (SPEC §7) through the proxy's command table, as `colo-proxy ctl` would.
+    public func command(_ name: String, _ arguments: JSONObject = [:]) -> Result<JSONValue, QMPError> {
+        proxy.commandTable().execute(name: name, arguments: arguments)
+    }
+
+    /// `query-connections`' rows for the secondary's TCP connections that carry a rewriter offset.
+    public func queriedOffsets() -> [(connection: String, offset: Int64)] {
+        guard case .success(let value) = command("query-connections"), let rows = value.arrayValue else { return [] }
+        return rows.compactMap { row in
+            guard row["proto"]?.stringValue == "tcp", let offset = row["offset"]?.integerValue else { return nil }
+            let connection =
+                "\(row["src"]?.stringValue ?? "?"):\(row["sport"]?.integerValue ?? 0) → "
+                + "\(row["dst"]?.stringValue ?? "?"):\(row["dport"]?.integerValue ?? 0)"
+            return (connection, offset)
+        }
+    }
 }

@@ -116,7 +116,9 @@ public enum LabShell {
         defer { argv.forEach { free($0) } }
         var pid: pid_t = 0
         let spawned = posix_spawn(&pid, arguments[0], &actions, &attributes, &argv, environ)
-        guard spawned == 0 else { throw LabFailure("posix_spawn \(arguments[0]): \(String(cString: strerror(spawned)))") }
+        guard spawned == 0 else {
+            throw LabFailure("posix_spawn \(arguments[0]): \(String(cString: strerror(spawned)))")
+        }
         return pid
     }
 }
