@@ -57,8 +57,7 @@ let package = Package(
         // The running proxy: ports, stages and the control socket wired together.
         .target(
             name: "ColoRuntime",
-            dependencies: [
-                "ColoPacket", "ColoCapture", "ColoConntrack", "ColoStages", "ColoPorts", "ColoControl", "ColoNetfilter",
+            dependencies: ["ColoPacket", "ColoCapture", "ColoConntrack", "ColoStages", "ColoPorts", "ColoControl", "ColoNetfilter",
                 "ColoMetrics",
             ]
         ),
@@ -94,9 +93,7 @@ let package = Package(
         .testTarget(name: "ColoFragmentsTests", dependencies: ["ColoFragments", "ColoPacket", "ColoPacketBuilder"]),
         .testTarget(
             name: "ColoConntrackTests",
-            dependencies: [
-                "ColoConntrack", "ColoFragments", "ColoPacket", "ColoPacketBuilder", "ColoCapture", "ColoCLI",
-            ]
+            dependencies: ["ColoConntrack", "ColoFragments", "ColoPacket", "ColoPacketBuilder", "ColoCapture", "ColoCLI"]
         ),
         // Helpers shared by the test targets that run real programs (commands with a clean signal state, root check).
         .target(name: "ColoTestSupport", path: "Tests/ColoTestSupport"),
@@ -115,8 +112,7 @@ let package = Package(
         .testTarget(
             name: "ColoCLITests",
             dependencies: [
-                "ColoCLI", "ColoStages", "ColoCapture", "ColoControl", "ColoTestSupport", "ColoPacket",
-                "ColoPacketBuilder",
+                "ColoCLI", "ColoStages", "ColoCapture", "ColoControl", "ColoTestSupport", "ColoPacket", "ColoPacketBuilder",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
