@@ -288,6 +288,13 @@ public final class DemoRunner: @unchecked Sendable {
         try lab.serve(lab.web.path, in: lab.namespaces.secondary)
         let downloads = try LabDirectory()
         let target = downloads.path + "/big.bin"
+        // A capture in the client's namespace, to show that the client never saw a reset.
+        let capture = downloads.path + "/client.pcap"
+        let tcpdump = try LabShell.start([
+            "ip", "netns", "exec", lab.namespaces.client, "tcpdump", "-U", "-s", "96", "-i", lab.proxy.client.name,
+            "-w", capture, "tcp",
+        ])
+        usleep(300_000)
         let outcome = Mutex<LabResult?>(nil)
         let download = Thread {
             let result = try? lab.client(
@@ -321,6 +328,18 @@ public final class DemoRunner: @unchecked Sendable {
         if result?.succeeded != true {
             failures.append("curl did not finish cleanly: \(result.map { "\($0)" } ?? "no result")")
         }
+        kill(tcpdump, SIGINT)
+        var status: Int32 = 0
+        waitpid(tcpdump, &status, 0)
+        let resets = try LabShell.run(
+            [
+                "tcpdump", "-nn", "-r", capture,
+                // IPv6 with no extension headers: the TCP flags byte is at 40 + 13.
+                ipv6 ? "ip6 and ip6[6] = 6 and ip6[53] & 4 != 0" : "tcp[tcpflags] & tcp-rst != 0",
+            ], timeout: 30)
+        let resetCount = resets.output.split(separator: "\n").filter { $0.contains(" Flags [R") }.count
+        output("  TCP resets seen by the client: \(resetCount)")
+        if resetCount != 0 { failures.append("the client saw \(resetCount) TCP reset(s): \(resets.output)") }
         let got = (try? sha256(ofFile: target)) ?? "missing"
         output("  sha256 sent     \(want)")
         output("  sha256 received \(got)")
@@ -334,8 +353,8 @@ public final class DemoRunner: @unchecked Sendable {
         if !fresh.succeeded { failures.append("a new connection after failover failed: \(fresh)") }
         return DemoResult(
             scenario: .failover, passed: failures.isEmpty, failures: failures,
-            summary: "failover transfer completed with \(got == want ? "the right" : "a WRONG") checksum; new "
-                + "connections \(fresh.succeeded ? "work" : "FAIL")")
+            summary: "failover transfer completed with \(got == want ? "the right" : "a WRONG") checksum, "
+                + "\(resetCount) resets; new connections \(fresh.succeeded ? "work" : "FAIL")")
     }
 
     // MARK: Output
