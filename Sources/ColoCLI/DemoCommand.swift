@@ -317,7 +317,7 @@ public final class DemoRunner: @unchecked Sendable {
         if case .failure(let error) = heartbeat { failures.append("x-colo-lost-heartbeat: \(error)") }
         try lab.takePrimaryDown()
         output("  the primary's link is down; the download continues from the secondary")
-        try progress(lab, "finishing the download") {
+        progress(lab, "finishing the download") {
             var waited = 0
             while !download.isFinished && waited < 800 {
                 usleep(100_000)
