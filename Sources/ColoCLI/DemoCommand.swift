@@ -46,28 +46,37 @@ public struct DemoCommand: ParsableCommand {
             throw ExitCode(2)
         }
         let scenarios = DemoScenario.parse(scenario) ?? []
-        // Signals go to one waiting thread (every thread made after this inherits the mask), which cleans up.
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        sigaddset(&signals, SIGINT)
-        sigaddset(&signals, SIGTERM)
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        // SIGINT and SIGTERM are turned into a byte on a pipe (the only thing a handler may safely do); a thread
+        // waiting on it removes the lab and exits. (Blocking the signals instead is not enough: threads the
+        // runtime started before this point would still take them and die with the default action.)
         let runner = DemoRunner(ipv6: ipv6)
-        let blocked = signals
+        var descriptors: [Int32] = [-1, -1]
+        guard pipe(&descriptors) == 0 else {
+            print("colo-proxy demo: pipe: \(String(cString: strerror(errno)))")
+            throw ExitCode(2)
+        }
+        demoSignalPipe = descriptors[1]
+        let readEnd = descriptors[0]
+        for number in [SIGINT, SIGTERM] {
+            signal(number) { received in
+                var byte = UInt8(truncatingIfNeeded: received)
+                _ = write(demoSignalPipe, &byte, 1)
+            }
+        }
         let waiter = Thread {
-            var set = blocked
-            var received: Int32 = 0
-            sigwait(&set, &received)
-            runner.interrupted(signal: received)
+            var byte: UInt8 = 0
+            while read(readEnd, &byte, 1) < 0 && errno == EINTR {}
+            runner.interrupted(signal: Int32(byte))
         }
         waiter.start()
         let results = runner.run(scenarios, keepLast: keep)
         if keep, let lab = runner.keptLab {
-            print("")
-            print("The lab stays up; the proxy keeps running until Ctrl-C. Enter the namespaces with:")
-            for namespace in lab.allNamespaces { print("  sudo ip netns exec \(namespace) bash") }
-            print("  e.g. sudo ip netns exec \(lab.namespaces.client) curl http://\(ColoLab.urlHost(ipv6: ipv6)):8000/")
-            print("Afterwards remove them with: sudo ip netns del <name> (for each of the three)")
+            writeOut("\n")
+            writeOut("The lab stays up; the proxy keeps running until Ctrl-C. Enter the namespaces with:\n")
+            for namespace in lab.allNamespaces { writeOut("  sudo ip netns exec \(namespace) bash\n") }
+            writeOut(
+                "  e.g. sudo ip netns exec \(lab.namespaces.client) curl http://\(ColoLab.urlHost(ipv6: ipv6)):8000/\n")
+            writeOut("Afterwards remove them with: sudo ip netns del <name> (for each of the three)\n")
             while true { pause() }
         }
         if !results.allSatisfy(\.passed) { throw ExitCode(1) }
@@ -86,6 +95,9 @@ public func writeOut(_ text: String) {
         }
     }
 }
+
+/// The write end of the demo's signal pipe (set once, before the handlers are installed).
+nonisolated(unsafe) var demoSignalPipe: Int32 = -1
 
 /// A demo scenario.
 public enum DemoScenario: String, CaseIterable, Sendable {
@@ -161,8 +173,11 @@ public final class DemoRunner: @unchecked Sendable {
     /// Signal-time cleanup: kill the servers, delete the namespaces (unless kept) and exit.
     func interrupted(signal: Int32) {
         output("")
-        output("demo: interrupted (signal \(signal)); removing the lab")
-        if let lab = current.withLock({ $0 }) {
+        let lab = current.withLock { $0 }
+        output(
+            "demo: interrupted (signal \(signal)); \(lab?.keep == true ? "namespaces left in place" : "removing the lab")"
+        )
+        if let lab {
             if lab.keep { lab.close() } else { lab.emergencyCleanup() }
         }
         exit(128 + signal)
