@@ -353,6 +353,11 @@ public final class DemoRunner: @unchecked Sendable {
                 ipv6 ? "ip6 and ip6[6] = 6 and ip6[53] & 4 != 0" : "tcp[tcpflags] & tcp-rst != 0",
             ], timeout: 30)
         let resetCount = resets.output.split(separator: "\n").filter { $0.contains(" Flags [R") }.count
+        // The capture must hold the transfer, or "no reset" would mean nothing.
+        let captured = try LabShell.run(["tcpdump", "-nn", "-r", capture, "-c", "5"], timeout: 30)
+        if !resets.succeeded || !captured.succeeded || !captured.output.contains("Flags") {
+            failures.append("the client-side capture could not be read: \(resets) \(captured)")
+        }
         output("  TCP resets seen by the client: \(resetCount)")
         if resetCount != 0 { failures.append("the client saw \(resetCount) TCP reset(s): \(resets.output)") }
         let got = (try? sha256(ofFile: target)) ?? "missing"
