@@ -76,12 +76,16 @@ let package = Package(
             name: "ColoCLI",
             dependencies: [
                 "ColoPacket", "ColoCapture", "ColoFragments", "ColoConntrack", "ColoStages", "ColoPorts", "ColoControl",
-                "ColoRuntime", "ColoMetrics",
+                "ColoRuntime", "ColoMetrics", "ColoLab",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ]
         ),
+        // The single-host namespace lab of LAB.md (client, primary, secondary on TAP devices, real servers and
+        // clients), shared by `colo-proxy demo` and the integration tests.
+        .target(
+            name: "ColoLab", dependencies: ["ColoRuntime", "ColoPorts", "ColoStages", "ColoControl", "ColoConntrack"]),
         .executableTarget(name: "colo-proxy", dependencies: ["ColoCLI"]),
 
         .testTarget(name: "ColoPacketTests", dependencies: ["ColoPacket", "ColoPacketBuilder", "ColoCapture"]),
@@ -98,7 +102,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "ColoCLI", "ColoConntrack", "ColoCapture", "ColoPacket", "ColoTestSupport", "ColoRuntime", "ColoPorts",
-                "ColoControl", "ColoStages", "CColoLinux",
+                "ColoControl", "ColoStages", "CColoLinux", "ColoLab",
             ]
         ),
         .testTarget(

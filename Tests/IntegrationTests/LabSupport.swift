@@ -1,3 +1,4 @@
+@_exported import ColoLab
 import ColoTestSupport
 import Foundation
 import Testing

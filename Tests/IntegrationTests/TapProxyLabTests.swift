@@ -1,4 +1,5 @@
 import ColoConntrack
+import ColoLab
 import ColoRuntime
 import ColoStages
 import ColoTestSupport
