@@ -96,7 +96,7 @@ let package = Package(
             dependencies: ["ColoConntrack", "ColoFragments", "ColoPacket", "ColoPacketBuilder", "ColoCapture", "ColoCLI"]
         ),
         // Helpers shared by the test targets that run real programs (commands with a clean signal state, root check).
-        .target(name: "ColoTestSupport", path: "Tests/ColoTestSupport"),
+        .target(name: "ColoTestSupport", dependencies: ["ColoLab"], path: "Tests/ColoTestSupport"),
         // Tests on real Linux stacks in network namespaces (root; they fail, never skip, without it).
         .testTarget(
             name: "IntegrationTests",

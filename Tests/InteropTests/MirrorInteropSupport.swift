@@ -1,5 +1,6 @@
 import ColoRuntime
 import ColoStages
+import ColoTestSupport
 import Foundation
 
 #if canImport(Glibc)
@@ -78,35 +79,15 @@ final class MirrorInteropQEMU {
             "filter-mirror,id=f0,netdev=a,queue=tx,outdev=m0,vnet_hdr_support=\(vnetHeaderSupport ? "on" : "off")",
         ]
         udp = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        // posix_spawn with a clean signal state: the test process blocks signals that QEMU's main loop needs,
-        // and a child inherits the mask (Foundation's Process keeps it).
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var emptyMask = sigset_t()
-        sigemptyset(&emptyMask)
-        var allSignals = sigset_t()
-        sigfillset(&allSignals)
-        posix_spawnattr_setsigmask(&attributes, &emptyMask)
-        posix_spawnattr_setsigdefault(&attributes, &allSignals)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var child: pid_t = 0
-        let spawned = posix_spawn(&child, arguments[0], &actions, &attributes, &argv, environ)
-        guard spawned == 0 else {
+        // LabShell.start spawns with a clean signal state: the test process blocks signals that QEMU's main loop
+        // needs, and a child inherits the mask (Foundation's Process keeps it).
+        do {
+            pid = try LabShell.start(arguments)
+        } catch {
             close(udp)
             close(sink)
-            throw MirrorInteropError(
-                "cannot start qemu-system-x86_64 (install qemu-system-x86): \(String(cString: strerror(spawned)))")
+            throw MirrorInteropError("cannot start qemu-system-x86_64 (install qemu-system-x86): \(error)")
         }
-        pid = child
     }
 
     /// Sends one Ethernet frame to the netdev, as its UDP peer would.
