@@ -226,26 +226,34 @@ public struct RunCommand: ParsableCommand {
             StandardError.line("colo-proxy run: \(error)")
             throw ExitCode(2)
         }
+        let names = portSpecs.map { "\($0.kind) \($0.id)" }.joined(separator: ", ")
+        let (released, dropped) = try serve(
+            proxy, settings: settings, log: log, logger: logger, what: "ports \(names); \(objectSpecs.count) stages")
+        for port in opened { port.close() }
+        logger.info(
+            "stopped: released \(released) held primary packets, dropped \(dropped) secondary ones; \(proxy.counters.unrouted) unrouted, \(proxy.counters.sendRefused) refused by ports"
+        )
+    }
+
+    /// Control socket, divergence outputs, metrics and signals around `proxy.run()`; returns what the shutdown
+    /// released and dropped.
+    private func serve<Proxy: RunningProxy>(
+        _ proxy: Proxy, settings: RunConfiguration, log: EventLog, logger: Logger, what: String
+    ) throws -> (released: Int, dropped: Int) {
         let server = try controlServer(proxy.commandTable(), settings: settings)
         let pcap = try DivergencePcap(path: settings.divergencePcap)
         proxy.onDivergence = { [server] event in Self.report(event, log: log, pcap: pcap, server: server) }
         proxy.onFailover = { [server] in server?.broadcast(event: ColoQMPSchema.failoverEvent, data: [:]) }
-        let metricsServer = try serveMetrics(settings) { proxy.perform { $0.metricsSnapshot() } }
-        if settings.resolvedConntrackEvents { Self.printEvents(of: proxy.tracker) }
+        let metricsServer = try serveMetrics(settings) { proxy.perform(timeout: 2) { $0.metricsSnapshot() } }
+        if settings.resolvedConntrackEvents { Self.printEvents(of: proxy.conntrack) }
         SignalStopper.wait { proxy.stop() }
-        let names = portSpecs.map { "\($0.kind) \($0.id)" }.joined(separator: ", ")
-        logger.info(
-            "running: ports \(names); \(objectSpecs.count) stages\(settings.resolvedControl.map { ", control \($0)" } ?? "")"
-        )
+        logger.info("running: \(what)\(settings.resolvedControl.map { ", control \($0)" } ?? "")")
         proxy.run()
-        let (released, dropped) = proxy.drainOnShutdown()
-        for port in opened { port.close() }
+        let result = proxy.drainOnShutdown()
         server?.stop()
         metricsServer?.stop()
         pcap?.flush()
-        logger.info(
-            "stopped: released \(released) held primary packets, dropped \(dropped) secondary ones; \(proxy.counters.unrouted) unrouted, \(proxy.counters.sendRefused) refused by ports"
-        )
+        return result
     }
 
     private func controlServer(_ table: QMPCommandTable, settings: RunConfiguration) throws -> QMPServer? {
@@ -310,23 +318,9 @@ public struct RunCommand: ParsableCommand {
             StandardError.line("colo-proxy run: \(error)")
             throw ExitCode(2)
         }
-        let server = try controlServer(proxy.commandTable(), settings: settings)
-        let pcap = try DivergencePcap(path: settings.divergencePcap)
-        proxy.onDivergence = { [server] event in Self.report(event, log: log, pcap: pcap, server: server) }
-        proxy.onFailover = { [server] in server?.broadcast(event: ColoQMPSchema.failoverEvent, data: [:]) }
-        let metricsServer = try serveMetrics(settings) { proxy.perform { $0.metricsSnapshot() } }
-        if settings.resolvedConntrackEvents { Self.printEvents(of: proxy.pipeline.tracker) }
-
-        SignalStopper.wait { proxy.stop() }
-        let controlText = settings.resolvedControl.map { ", control \($0)" } ?? ""
-        logger.info(
-            "running: client \(devices[0].name), primary \(devices[1].name), secondary \(devices[2].name)\(controlText)"
-        )
-        proxy.run()
-        let (released, dropped) = proxy.drainOnShutdown()
-        server?.stop()
-        metricsServer?.stop()
-        pcap?.flush()
+        let (released, dropped) = try serve(
+            proxy, settings: settings, log: log, logger: logger,
+            what: "client \(devices[0].name), primary \(devices[1].name), secondary \(devices[2].name)")
         logger.info(
             "stopped: released \(released) held primary packets to the client, dropped \(dropped) secondary ones")
     }

@@ -4,57 +4,27 @@ import ColoPacket
 import ColoStages
 
 /// The control socket's commands (SPEC §7) for a `GraphProxy`; each runs on the data thread through `perform`.
-extension GraphProxy {
-    public func commandTable() -> QMPCommandTable {
-        var table = QMPCommandTable()
-        table.register(ColoQMPSchema.queryStatus) { [self] _ in
-            answer { proxy in
-                .object([
-                    "status": "running", "failed-over": .bool(proxy.comparers.contains { $0.failedOver }),
-                    "connections": .integer(Int64(proxy.tracker.count)),
-                    "compared-connections": .integer(Int64(proxy.comparers.reduce(0) { $0 + $1.connectionCount })),
-                    "filters": .array(proxy.filterIDs.map { .string($0) }),
-                ])
-            }
-        }
-        table.register(ColoQMPSchema.queryStats) { [self] _ in answer { $0.statistics() } }
-        table.register(ColoQMPSchema.queryConnections) { [self] _ in answer { $0.connectionList() } }
-        table.register(ColoQMPSchema.checkpointDone) { [self] _ in
-            answer { proxy in
-                proxy.checkpointDone()
-                return .object([:])
-            }
-        }
-        table.register(ColoQMPSchema.lostHeartbeat) { [self] _ in
-            answer { proxy in
-                proxy.failover()
-                return .object([:])
-            }
-        }
-        table.register(ColoQMPSchema.filterSetStatus) { [self] arguments in
-            let id = arguments["id"]?.stringValue ?? ""
-            let status = arguments["status"]?.stringValue ?? ""
-            guard ColoQMPSchema.filterStatusValues.contains(status) else {
-                return .failure(.generic("Parameter 'status' expects 'on' or 'off', not '\(status)'"))
-            }
-            guard let found = perform({ $0.setStatus(id, on: status == "on") }) else {
-                return .failure(.generic("the data path did not answer in time"))
-            }
-            guard found else {
-                let known = filterIDs.joined(separator: ", ")
-                return .failure(QMPError(.deviceNotFound, "Filter '\(id)' not found (filters: \(known))"))
-            }
-            return .success(.object([:]))
-        }
-        return table
+extension GraphProxy: RunningProxy {
+    public var conntrack: ConnectionTracker { tracker }
+
+    public func statusObject() -> JSONValue {
+        .object([
+            "status": "running", "failed-over": .bool(comparers.contains { $0.failedOver }),
+            "connections": .integer(Int64(tracker.count)),
+            "compared-connections": .integer(Int64(comparers.reduce(0) { $0 + $1.connectionCount })),
+            "filters": .array(filterIDs.map { .string($0) }),
+        ])
     }
 
-    private func answer(_ work: @escaping @Sendable (GraphProxy) -> JSONValue) -> Result<JSONValue, QMPError> {
-        guard let value = perform(work) else { return .failure(.generic("the data path did not answer in time")) }
-        return .success(value)
+    public func setFilterStatus(_ id: String, on: Bool) -> Result<JSONValue, QMPError> {
+        guard setStatus(id, on: on) else {
+            let known = filterIDs.joined(separator: ", ")
+            return .failure(QMPError(.deviceNotFound, "Filter '\(id)' not found (filters: \(known))"))
+        }
+        return .success(.object([:]))
     }
 
-    func statistics() -> JSONValue {
+    public func statistics() -> JSONValue {
         var portObjects = JSONObject()
         for port in ports {
             let counters = port.portCounters
@@ -108,7 +78,7 @@ extension GraphProxy {
     }
 
     /// The conntrack table, one object per connection, with the rewriter's offset on the secondary's entries.
-    func connectionList() -> JSONValue {
+    public func connectionList() -> JSONValue {
         var list: [JSONValue] = []
         let now = monotonicNanoseconds()
         tracker.forEachEntry { handle, entry in

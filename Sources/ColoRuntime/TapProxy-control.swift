@@ -4,65 +4,35 @@ import ColoPacket
 import ColoStages
 
 /// The control socket's commands (SPEC §7) for a `TapProxy`. Each runs on the data thread through `perform`.
-extension TapProxy {
+extension TapProxy: RunningProxy {
     /// Stage ids of the standard chain, for `filter-set-status`.
     public static let rewriterID = "rew0"
     public static let compareID = "comp0"
     public static let conntrackID = "ct0"
 
-    public func commandTable() -> QMPCommandTable {
-        var table = QMPCommandTable()
-        table.register(ColoQMPSchema.queryStatus) { [self] _ in
-            answer { proxy in
-                .object([
-                    "status": "running", "failed-over": .bool(proxy.pipeline.comparer.failedOver),
-                    "connections": .integer(Int64(proxy.pipeline.tracker.count)),
-                    "compared-connections": .integer(Int64(proxy.pipeline.comparer.connectionCount)),
-                ])
-            }
-        }
-        table.register(ColoQMPSchema.queryStats) { [self] _ in answer { $0.statistics() } }
-        table.register(ColoQMPSchema.queryConnections) { [self] _ in answer { $0.connectionList() } }
-        table.register(ColoQMPSchema.checkpointDone) { [self] _ in
-            answer { proxy in
-                proxy.checkpointDone()
-                return .object([:])
-            }
-        }
-        table.register(ColoQMPSchema.lostHeartbeat) { [self] _ in
-            answer { proxy in
-                proxy.failover()
-                return .object([:])
-            }
-        }
-        table.register(ColoQMPSchema.filterSetStatus) { [self] arguments in
-            let id = arguments["id"]?.stringValue ?? ""
-            let status = arguments["status"]?.stringValue ?? ""
-            guard ColoQMPSchema.filterStatusValues.contains(status) else {
-                return .failure(.generic("Parameter 'status' expects 'on' or 'off', not '\(status)'"))
-            }
-            switch id {
-            case Self.rewriterID:
-                return answer { proxy in
-                    proxy.pipeline.rewriterEnabled = status == "on"
-                    return .object([:])
-                }
-            case Self.compareID, Self.conntrackID:
-                return .failure(.generic("Filter '\(id)' cannot be switched \(status) in the standard chain"))
-            default:
-                return .failure(
-                    QMPError(.deviceNotFound, "Filter '\(id)' not found (the chain has \(Self.rewriterID))"))
-            }
-        }
-        return table
+    public var conntrack: ConnectionTracker { pipeline.tracker }
+
+    public func statusObject() -> JSONValue {
+        .object([
+            "status": "running", "failed-over": .bool(pipeline.comparer.failedOver),
+            "connections": .integer(Int64(pipeline.tracker.count)),
+            "compared-connections": .integer(Int64(pipeline.comparer.connectionCount)),
+        ])
     }
 
-    private func answer(_ work: @escaping @Sendable (TapProxy) -> JSONValue) -> Result<JSONValue, QMPError> {
-        guard let value = perform(work) else { return .failure(.generic("the data path did not answer in time")) }
-        return .success(value)
+    public func setFilterStatus(_ id: String, on: Bool) -> Result<JSONValue, QMPError> {
+        switch id {
+        case Self.rewriterID:
+            pipeline.rewriterEnabled = on
+            return .success(.object([:]))
+        case Self.compareID, Self.conntrackID:
+            return .failure(.generic("Filter '\(id)' cannot be switched \(on ? "on" : "off") in the standard chain"))
+        default:
+            return .failure(QMPError(.deviceNotFound, "Filter '\(id)' not found (the chain has \(Self.rewriterID))"))
+        }
     }
 
-    func statistics() -> JSONValue {
+    public func statistics() -> JSONValue {
         let compare = pipeline.comparer.counters
         let conntrack = pipeline.tracker.counters
         var reasons = JSONObject()
@@ -110,7 +80,7 @@ extension TapProxy {
     }
 
     /// The conntrack table, one object per connection, with the rewriter's offset on the secondary's entries.
-    func connectionList() -> JSONValue {
+    public func connectionList() -> JSONValue {
         var list: [JSONValue] = []
         let now = Self.monotonicNow()
         pipeline.tracker.forEachEntry { handle, entry in
