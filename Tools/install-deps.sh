@@ -10,6 +10,8 @@ packages=(
     iproute2 iptables conntrack kmod
     # traffic and captures for fixtures and integration tests
     tcpdump tshark iputils-ping curl socat iperf3 python3 python3-pip ethtool
+    # QEMU's standalone colo-compare: the reference for the interop tests and the benchmark (issue 5)
+    qemu-system-x86
 )
 
 missing=()
