@@ -126,6 +126,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ColoMetricsTests", dependencies: ["ColoMetrics", "ColoTestSupport"]),
+        .testTarget(name: "InteropTests", dependencies: ["ColoRuntime", "ColoPorts", "ColoStages", "ColoCLI", "ColoTestSupport", "ColoPacket", "ColoPacketBuilder"]),
         .testTarget(name: "ColoNetfilterTests", dependencies: ["ColoNetfilter", "ColoTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

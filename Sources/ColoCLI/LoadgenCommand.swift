@@ -196,7 +196,8 @@ public enum LoadgenRun {
 
     public static func run(
         primary: LoadgenEndpoint, secondary: LoadgenEndpoint, outdev: LoadgenEndpoint, primaryStream: [UInt8],
-        secondaryStream: [UInt8], expected: Int, idleTimeout: Double, keepFrames: Bool
+        secondaryStream: [UInt8], expected: Int, idleTimeout: Double, keepFrames: Bool,
+        primaryDelay: Double = 0, secondaryDelay: Double = 0
     ) throws -> Result {
         let outFD = try outdev.connect()
         defer { close(outFD) }
@@ -210,8 +211,12 @@ public enum LoadgenRun {
         setsockopt(outFD, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
 
         let start = Date()
-        let writers = [(primaryFD, primaryStream), (secondaryFD, secondaryStream)].map { fd, stream in
-            let thread = Thread { writeAll(fd, stream) }
+        let writers = [(primaryFD, primaryStream, primaryDelay), (secondaryFD, secondaryStream, secondaryDelay)].map {
+            fd, stream, delay in
+            let thread = Thread {
+                if delay > 0 { usleep(useconds_t(delay * 1_000_000)) }
+                writeAll(fd, stream)
+            }
             thread.start()
             return thread
         }
