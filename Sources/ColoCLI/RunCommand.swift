@@ -183,9 +183,11 @@ public struct RunCommand: ParsableCommand {
             return DevicePort(id: tun.id, device: try TapDevice(name: tun.interfaceName, mode: .tun))
         case .pcap(let pcap):
             return try PcapPort(spec: pcap)
-        case .socket, .nfqueue:
+        case .socket(let socket):
+            return try SocketPort(spec: socket)
+        case .nfqueue:
             throw ValidationError(
-                "port \(spec.id): kind '\(spec.kind)' is not supported by run yet (accepted: tap, tun, pcap)")
+                "port \(spec.id): kind '\(spec.kind)' is not supported by run yet (accepted: tap, tun, socket, pcap)")
         }
     }
 

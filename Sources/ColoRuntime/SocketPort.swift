@@ -1,0 +1,419 @@
+import ColoPacket
+import ColoPorts
+import ColoStages
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A `socket` port: one QEMU chardev-style stream (TCP or Unix, client or server) carrying frames in QEMU's
+/// framing (WIRE.md §1), as filter-mirror, filter-redirector and colo-compare speak it.
+///
+/// - Server (`server=on`): listens, and serves one peer at a time like QEMU's chardev. While a peer is connected,
+///   further connections are accepted and closed at once, counted in `refusedConnections` (QEMU leaves them
+///   waiting in the backlog instead; closing them tells the peer plainly). When the peer goes, the next is accepted.
+/// - Client (`server=off`): connects without blocking; with `reconnect=N` it tries again every N seconds (from
+///   `service(now:)`) after a failed attempt or a lost connection; with `reconnect=0` a failure leaves the port down
+///   for good (counted in `errors`, logged once).
+/// - A bad frame (L = 0, L > 69632, a bad V, fewer than 14 Ethernet bytes) or a stream cut inside a frame is logged
+///   (one line through `log`), counted in `errors`, and closes that connection (`disconnects`); nothing after a bad
+///   length can be trusted. Other ports go on.
+/// - Output is queued in a bounded buffer (`outputCapacity` bytes) and written as the socket takes it (POLLOUT is
+///   requested while bytes wait); a frame that does not fit is refused and counted in `sendRefused`, so a peer that
+///   never reads costs this port its frames, never the data thread its time. Bytes still queued when a connection
+///   drops are discarded (`outputDiscardedBytes`).
+///
+/// Nothing on the receive or send path allocates: reads go into one reused buffer, frames are copied straight into
+/// store buffers, and output is encoded in place into the queue.
+public final class SocketPort: FramePort {
+    public static let defaultOutputCapacity = 1 << 20
+    static let readCapacity = 65_536
+
+    public let id: String
+    public let linkType: LinkType = .ethernet
+    public let spec: SocketPortSpec
+    public private(set) var portCounters = PortCounters()
+    /// Connections a server accepted and closed at once because it already had a peer.
+    public private(set) var refusedConnections: UInt64 = 0
+    /// Queued output bytes dropped because the connection went away before they were written.
+    public private(set) var outputDiscardedBytes: UInt64 = 0
+    /// The TCP port a server listens on (the kernel's pick for `port=0`); nil for Unix sockets and clients.
+    public private(set) var listeningPort: UInt16?
+    /// Where the port's error lines go (one line each, no newline); standard error unless replaced.
+    public var log: (String) -> Void = SocketPort.standardError
+
+    private let address: SocketAddress
+    private let framing: ChardevFraming
+    private var decoder: ChardevFrameDecoder
+    private let encoder: ChardevFrameEncoder
+    private var listener: Int32 = -1
+    private var connection: Int32 = -1
+    private var connecting = false
+    /// A client with `reconnect=0` whose connection failed or ended: it stays down.
+    private var down = false
+    private var closed = false
+    private var retryAt: UInt64 = 0
+    /// Set after a failed attempt is logged, so a client retrying every N s logs the first failure only.
+    private var failureLogged = false
+    private let readBuffer: UnsafeMutableRawBufferPointer
+    private let output: UnsafeMutableRawBufferPointer
+    private var outputStart = 0
+    private var outputEnd = 0
+
+    /// Opens the port: a server binds and listens now (and throws when it cannot); a client makes its first
+    /// connection attempt on the first `service(now:)`, and a failure is counted and logged, not thrown (see
+    /// `reconnect=`). The output queue holds at least one largest frame, whatever `outputCapacity` says.
+    public init(spec: SocketPortSpec, outputCapacity: Int = SocketPort.defaultOutputCapacity) throws {
+        self.spec = spec
+        id = spec.id
+        address = try SocketAddress(spec.endpoint, portID: spec.id)
+        framing = ChardevFraming(vnetHeaderSupport: spec.vnetHeaderSupport)
+        decoder = ChardevFrameDecoder(framing: framing)
+        encoder = ChardevFrameEncoder(framing: framing)
+        readBuffer = .allocate(byteCount: Self.readCapacity, alignment: 64)
+        output = .allocate(byteCount: max(outputCapacity, 8 + ChardevFraming.defaultMaxFrameLength), alignment: 64)
+        if spec.server {
+            do throws(SocketPortError) {
+                try listen()
+            } catch {
+                readBuffer.deallocate()
+                output.deallocate()
+                throw error
+            }
+        }
+    }
+
+    deinit {
+        close()
+        readBuffer.deallocate()
+        output.deallocate()
+    }
+
+    /// Whether a peer is connected now (tests and logs).
+    public var isConnected: Bool { connection >= 0 && !connecting }
+
+    /// Bytes queued for the peer, not yet written.
+    public var pendingOutputBytes: Int { outputEnd - outputStart }
+
+    public func appendPollDescriptors(to descriptors: inout [pollfd]) {
+        guard !closed else { return }
+        if listener >= 0 { descriptors.append(pollfd(fd: listener, events: Int16(POLLIN), revents: 0)) }
+        guard connection >= 0 else { return }
+        var events = Int16(POLLIN)
+        if connecting || outputEnd > outputStart { events |= Int16(POLLOUT) }
+        descriptors.append(pollfd(fd: connection, events: connecting ? Int16(POLLOUT) : events, revents: 0))
+    }
+
+    public func receive(into store: PacketStore, limit: Int, now: UInt64, deliver: (PacketRef) -> Void) -> Int {
+        guard !closed else { return 0 }
+        if listener >= 0 { acceptPending(now: now) }
+        if connecting { finishConnect(now: now) }
+        guard connection >= 0, !connecting else { return 0 }
+        flush(now: now)
+        var delivered = 0
+        while delivered < limit, connection >= 0 {
+            let count = recv(connection, readBuffer.baseAddress, readBuffer.count, 0)
+            if count < 0 {
+                let code = errno
+                if code == EINTR { continue }
+                if code != EAGAIN && code != EWOULDBLOCK {
+                    portCounters.errors &+= 1
+                    drop(now: now, reason: "read failed: \(errnoText(code))")
+                }
+                break
+            }
+            if count == 0 {
+                endOfStream(now: now)
+                break
+            }
+            do throws(ChardevError) {
+                try decoder.feed(UnsafeRawBufferPointer(rebasing: readBuffer[0..<count])) {
+                    (frame: ChardevFrame) throws(ChardevError) in
+                    self.take(frame, into: store, now: now, deliver: deliver)
+                    delivered += 1
+                }
+            } catch {
+                portCounters.errors &+= 1
+                drop(now: now, reason: "\(error)")
+                break
+            }
+            if count < readBuffer.count { break }
+        }
+        return delivered
+    }
+
+    /// Copies one decoded frame, vnet header first, into a store buffer and hands it on.
+    private func take(_ frame: ChardevFrame, into store: PacketStore, now: UInt64, deliver: (PacketRef) -> Void) {
+        let length = frame.length
+        guard let ref = store.acquire(length: length) else {
+            portCounters.storeFull &+= 1
+            return
+        }
+        let buffer = store.buffer(ref)
+        let vnetLength = frame.vnetHeaderLength
+        if vnetLength > 0 {
+            UnsafeMutableRawBufferPointer(rebasing: buffer[0..<vnetLength]).copyMemory(from: frame.vnetHeader)
+        }
+        UnsafeMutableRawBufferPointer(rebasing: buffer[vnetLength..<length]).copyMemory(from: frame.ethernet)
+        let meta = store.metadata(ref)
+        meta.pointee.length = length
+        meta.pointee.linkType = .ethernet
+        meta.pointee.vnetHeaderLength = vnetLength
+        meta.pointee.receivedAt = now
+        store.reparse(ref)
+        portCounters.framesIn &+= 1
+        portCounters.bytesIn &+= UInt64(length)
+        deliver(ref)
+    }
+
+    public func send(_ frame: UnsafeRawBufferPointer, vnetHeaderLength: Int) -> Bool {
+        guard !closed, connection >= 0, !connecting, vnetHeaderLength >= 0, vnetHeaderLength <= frame.count,
+            vnetHeaderLength == 0 || framing.vnetHeaderSupport
+        else {
+            portCounters.sendRefused &+= 1
+            return false
+        }
+        let needed = encoder.encodedLength(
+            vnetHeaderLength: vnetHeaderLength, ethernetLength: frame.count - vnetHeaderLength)
+        if output.count - outputEnd < needed && outputStart > 0 { compact() }
+        guard output.count - outputEnd >= needed else {
+            portCounters.sendRefused &+= 1
+            return false
+        }
+        do throws(ChardevError) {
+            outputEnd += try encoder.encode(
+                vnetHeader: UnsafeRawBufferPointer(rebasing: frame[0..<vnetHeaderLength]),
+                ethernet: UnsafeRawBufferPointer(rebasing: frame[vnetHeaderLength...]),
+                into: UnsafeMutableRawBufferPointer(rebasing: output[outputEnd...]))
+        } catch {
+            portCounters.sendRefused &+= 1
+            return false
+        }
+        portCounters.framesOut &+= 1
+        portCounters.bytesOut &+= UInt64(frame.count)
+        flush(now: nil)
+        return true
+    }
+
+    public func service(now: UInt64) {
+        guard !closed else { return }
+        if connecting {
+            finishConnect(now: now)
+        } else if connection >= 0 {
+            if outputEnd > outputStart { flush(now: now) }
+        } else if !spec.server && !down && now >= retryAt {
+            startConnect(now: now)
+        }
+    }
+
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        if connection >= 0 {
+            Glibc.close(connection)
+            connection = -1
+        }
+        if listener >= 0 {
+            Glibc.close(listener)
+            listener = -1
+            if let path = address.unixPath { unlink(path) }
+        }
+        outputStart = 0
+        outputEnd = 0
+    }
+
+    // MARK: - Connections
+
+    private func listen() throws(SocketPortError) {
+        let where_ = SocketAddress.describe(spec.endpoint)
+        let fd = socket(
+            address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
+            0)
+        guard fd >= 0 else { throw SocketPortError("port \(id): socket: \(errnoText(errno))") }
+        if let path = address.unixPath {
+            // A socket file left by an earlier run would make bind fail; anything else at the path is kept.
+            var info = stat()
+            if lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK { unlink(path) }
+        } else {
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
+        let bound = address.withSockaddr { bind(fd, $0, $1) }
+        guard bound == 0, Glibc.listen(fd, 8) == 0 else {
+            let code = errno
+            Glibc.close(fd)
+            throw SocketPortError("port \(id): cannot listen on \(where_): \(errnoText(code))")
+        }
+        if address.unixPath == nil {
+            var local = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            _ = withUnsafeMutablePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+            }
+            listeningPort = withUnsafeBytes(of: local) { raw in
+                // sin_port and sin6_port sit at the same offset, in network order.
+                UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+            }
+        }
+        listener = fd
+    }
+
+    private func acceptPending(now: UInt64) {
+        while true {
+            let fd = accept(listener, nil, nil)
+            if fd < 0 {
+                let code = errno
+                if code == EINTR || code == ECONNABORTED { continue }
+                if code != EAGAIN && code != EWOULDBLOCK {
+                    portCounters.errors &+= 1
+                    log("port \(id): accept failed: \(errnoText(code))")
+                }
+                return
+            }
+            if connection >= 0 {
+                Glibc.close(fd)
+                refusedConnections &+= 1
+                continue
+            }
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            adopt(fd)
+        }
+    }
+
+    private func startConnect(now: UInt64) {
+        let fd = socket(
+            address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
+            0)
+        guard fd >= 0 else {
+            connectFailed(now: now, reason: "socket: \(errnoText(errno))")
+            return
+        }
+        let result = address.withSockaddr { connect(fd, $0, $1) }
+        if result == 0 {
+            adopt(fd)
+            return
+        }
+        let code = errno
+        if code == EINPROGRESS || code == EAGAIN || code == EINTR {
+            connection = fd
+            connecting = true
+            return
+        }
+        Glibc.close(fd)
+        connectFailed(now: now, reason: errnoText(code))
+    }
+
+    private func finishConnect(now: UInt64) {
+        var probe = pollfd(fd: connection, events: Int16(POLLOUT), revents: 0)
+        guard poll(&probe, 1, 0) > 0 else { return }
+        var code: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        if getsockopt(connection, SOL_SOCKET, SO_ERROR, &code, &length) != 0 { code = errno }
+        let fd = connection
+        connection = -1
+        connecting = false
+        if code == 0 {
+            adopt(fd)
+        } else {
+            Glibc.close(fd)
+            connectFailed(now: now, reason: errnoText(code))
+        }
+    }
+
+    private func connectFailed(now: UInt64, reason: String) {
+        portCounters.errors &+= 1
+        let target = SocketAddress.describe(spec.endpoint)
+        if spec.reconnectSeconds == 0 {
+            down = true
+            log("port \(id): cannot connect to \(target): \(reason); reconnect=0, the port stays down")
+        } else {
+            if !failureLogged {
+                log("port \(id): cannot connect to \(target): \(reason); retrying every \(spec.reconnectSeconds) s")
+                failureLogged = true
+            }
+            retryAt = now &+ UInt64(spec.reconnectSeconds) * 1_000_000_000
+        }
+    }
+
+    private func adopt(_ fd: Int32) {
+        if address.unixPath == nil {
+            var one: Int32 = 1
+            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
+        connection = fd
+        connecting = false
+        failureLogged = false
+        decoder.reset()
+        outputStart = 0
+        outputEnd = 0
+        portCounters.connects &+= 1
+    }
+
+    private func endOfStream(now: UInt64) {
+        do throws(ChardevError) {
+            try decoder.finish()
+            drop(now: now, reason: nil)
+        } catch {
+            portCounters.errors &+= 1
+            drop(now: now, reason: "\(error)")
+        }
+    }
+
+    /// Closes the connection; `reason` is logged when the drop is an error. A client schedules its reconnect.
+    private func drop(now: UInt64?, reason: String?) {
+        guard connection >= 0 else { return }
+        Glibc.close(connection)
+        connection = -1
+        connecting = false
+        portCounters.disconnects &+= 1
+        outputDiscardedBytes &+= UInt64(outputEnd - outputStart)
+        outputStart = 0
+        outputEnd = 0
+        decoder.reset()
+        if let reason { log("port \(id): \(reason); connection closed") }
+        guard !spec.server else { return }
+        if spec.reconnectSeconds == 0 {
+            down = true
+            if reason == nil { log("port \(id): peer closed the connection; reconnect=0, the port stays down") }
+        } else {
+            retryAt = (now ?? monotonicNanoseconds()) &+ UInt64(spec.reconnectSeconds) * 1_000_000_000
+        }
+    }
+
+    // MARK: - Output
+
+    private func flush(now: UInt64?) {
+        while outputEnd > outputStart, connection >= 0 {
+            let written = Glibc.send(
+                connection, output.baseAddress! + outputStart, outputEnd - outputStart, Int32(MSG_NOSIGNAL))
+            if written < 0 {
+                let code = errno
+                if code == EINTR { continue }
+                if code != EAGAIN && code != EWOULDBLOCK {
+                    portCounters.errors &+= 1
+                    drop(now: now, reason: "write failed: \(errnoText(code))")
+                }
+                return
+            }
+            outputStart += written
+        }
+        if outputStart == outputEnd {
+            outputStart = 0
+            outputEnd = 0
+        }
+    }
+
+    /// Moves the queued bytes to the front of the buffer, making room at its end.
+    private func compact() {
+        let pending = outputEnd - outputStart
+        if pending > 0 { memmove(output.baseAddress!, output.baseAddress! + outputStart, pending) }
+        outputStart = 0
+        outputEnd = pending
+    }
+
+    static func standardError(_ line: String) {
+        var text = "colo-proxy: " + line + "\n"
+        text.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
+    }
+}
