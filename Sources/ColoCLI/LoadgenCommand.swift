@@ -25,11 +25,14 @@ struct LoadgenCommand: ParsableCommand {
     @Option(help: "TCP connections.") var connections = 1
     @Option(help: "Data segments per connection (after the SYN|ACK).") var packets = 1000
     @Option(name: .customLong("payload-size"), help: "TCP payload bytes per data segment.") var payloadSize = 100
+    @Option(help: "Frames per side per write batch, alternating primary and secondary (0: two independent writers).")
+    var batch = 64
     @Option(help: "Give up when no frame was released for this many seconds.") var idleTimeout = 5.0
     @Flag(help: "Also print one JSON object.") var json = false
 
     func validate() throws {
         guard (1...60000).contains(connections) else { throw ValidationError("--connections must be 1...60000") }
+        guard batch >= 0 else { throw ValidationError("--batch must be 0 or more") }
         guard packets >= 1 else { throw ValidationError("--packets must be at least 1") }
         guard (1...1460).contains(payloadSize) else { throw ValidationError("--payload-size must be 1...1460") }
         let bytes = connections * (packets + 1) * (payloadSize + 58)
@@ -43,7 +46,7 @@ struct LoadgenCommand: ParsableCommand {
         let result = try LoadgenRun.run(
             primary: LoadgenEndpoint(parsing: primary), secondary: LoadgenEndpoint(parsing: secondary),
             outdev: LoadgenEndpoint(parsing: outdev), primaryStream: stream, secondaryStream: stream,
-            expected: frames.count, idleTimeout: idleTimeout, keepFrames: false)
+            expected: frames.count, idleTimeout: idleTimeout, keepFrames: false, interleave: batch)
         let pairsPerSecond = result.seconds > 0 ? Double(result.released) / result.seconds : 0
         print(
             "loadgen: sent \(frames.count) frames per side (\(connections) connections x \(packets) packets x "
@@ -197,7 +200,7 @@ public enum LoadgenRun {
     public static func run(
         primary: LoadgenEndpoint, secondary: LoadgenEndpoint, outdev: LoadgenEndpoint, primaryStream: [UInt8],
         secondaryStream: [UInt8], expected: Int, idleTimeout: Double, keepFrames: Bool,
-        primaryDelay: Double = 0, secondaryDelay: Double = 0
+        primaryDelay: Double = 0, secondaryDelay: Double = 0, interleave: Int = 0
     ) throws -> Result {
         let outFD = try outdev.connect()
         defer { close(outFD) }
@@ -211,7 +214,16 @@ public enum LoadgenRun {
         setsockopt(outFD, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
 
         let start = Date()
-        let writers = [(primaryFD, primaryStream, primaryDelay), (secondaryFD, secondaryStream, secondaryDelay)].map {
+        if interleave > 0 {
+            // One thread, K frames to the primary then K to the secondary: the replicas run in lock-step, so neither
+            // side gets more than a batch (plus socket buffers) ahead of the other.
+            let thread = Thread {
+                writeInterleaved(primaryFD, primaryStream, secondaryFD, secondaryStream, framesPerBatch: interleave)
+            }
+            thread.start()
+        }
+        let pairs = [(primaryFD, primaryStream, primaryDelay), (secondaryFD, secondaryStream, secondaryDelay)]
+        let writers = (interleave > 0 ? [] : pairs).map {
             fd, stream, delay in
             let thread = Thread {
                 if delay > 0 { usleep(useconds_t(delay * 1_000_000)) }
@@ -266,12 +278,49 @@ public enum LoadgenRun {
         return (count, nil)
     }
 
+    /// Byte offsets in a framed stream after every `frames` frames, ending with the stream's length.
+    static func batchEnds(_ stream: [UInt8], frames: Int) -> [Int] {
+        var ends: [Int] = []
+        var offset = 0
+        var count = 0
+        while offset + 4 <= stream.count {
+            let length =
+                Int(stream[offset]) << 24 | Int(stream[offset + 1]) << 16 | Int(stream[offset + 2]) << 8
+                | Int(stream[offset + 3])
+            offset = min(stream.count, offset + 4 + length)
+            count += 1
+            if count % frames == 0 { ends.append(offset) }
+        }
+        if ends.last != stream.count { ends.append(stream.count) }
+        return ends
+    }
+
+    static func writeInterleaved(_ fdA: Int32, _ a: [UInt8], _ fdB: Int32, _ b: [UInt8], framesPerBatch: Int) {
+        let endsA = batchEnds(a, frames: framesPerBatch)
+        let endsB = batchEnds(b, frames: framesPerBatch)
+        var startA = 0
+        var startB = 0
+        for i in 0..<max(endsA.count, endsB.count) {
+            if i < endsA.count {
+                writeAll(fdA, a, from: startA, to: endsA[i])
+                startA = endsA[i]
+            }
+            if i < endsB.count {
+                writeAll(fdB, b, from: startB, to: endsB[i])
+                startB = endsB[i]
+            }
+        }
+    }
+
     static func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+        writeAll(fd, bytes, from: 0, to: bytes.count)
+    }
+
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8], from: Int, to end: Int) {
         bytes.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let chunk = min(raw.count - offset, 1 << 20)
-                let n = write(fd, raw.baseAddress! + offset, chunk)
+            var offset = from
+            while offset < end {
+                let n = write(fd, raw.baseAddress! + offset, end - offset)
                 if n > 0 {
                     offset += n
                 } else if n < 0 && errno == EINTR {
