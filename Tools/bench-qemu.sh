@@ -3,7 +3,7 @@
 # (release build) with the same three chardev sockets; prints released frame pairs per second and the ratio.
 #
 #   Tools/bench-qemu.sh            # both workloads: 64 x 100-byte and 1 x 1400-byte connections
-#   SKIP_BUILD=1 Tools/bench-qemu.sh
+#   SKIP_BUILD=1 PACKETS_SMALL=2000 PACKETS_LARGE=100000 Tools/bench-qemu.sh   # reuse the release build, set sizes
 # Needs qemu-system-x86_64 (Tools/install-deps.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,7 +56,7 @@ measure() { # qemu|proxy CONNECTIONS PACKETS PAYLOAD
 pps() { sed -E 's/.*"pairs_per_second":([0-9.]+).*/\1/'; }
 released() { sed -E 's/.*"released":([0-9]+).*/\1/'; }
 
-for workload in "64 ${PACKETS_SMALL:-500} 100" "1 ${PACKETS_LARGE:-50000} 1400"; do
+for workload in "64 ${PACKETS_SMALL:-2000} 100" "1 ${PACKETS_LARGE:-100000} 1400"; do
     set -- $workload
     q=$(measure qemu "$@")
     c=$(measure proxy "$@")
