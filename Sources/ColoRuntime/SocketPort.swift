@@ -23,6 +23,9 @@ import ColoStages
 ///   never reads costs this port its frames, never the data thread its time. Bytes still queued when a connection
 ///   drops are discarded (`outputDiscardedBytes`).
 ///
+/// `receive` reads until the socket is drained or `limit` frames were delivered; one 64 KiB read may complete more
+/// frames than `limit`, and all of them are delivered (the stream cannot be put back).
+///
 /// Nothing on the receive or send path allocates: reads go into one reused buffer, frames are copied straight into
 /// store buffers, and output is encoded in place into the queue.
 public final class SocketPort: FramePort {

@@ -77,6 +77,25 @@ struct SocketPortTests {
         #expect(bad.portCounters.connects == 2)
     }
 
+    @Test("a TCP server serves one peer: a second connection is closed at once and counted; the first goes on")
+    func serverServesOnePeer() throws {
+        let (port, _) = try socketPort("socket,id=s,host=127.0.0.1,port=0,server=on")
+        let listening = try #require(port.listeningPort)
+        let pump = PortPump([port])
+        let first = try Peer.tcp(listening)
+        #expect(pump.until { port.isConnected })
+        let second = try Peer.tcp(listening)
+        #expect(pump.until { port.refusedConnections == 1 })
+        #expect(second.closedByPeer())
+        let frame = ethernetFrame(5, size: 128)
+        first.write(framed(frame))
+        #expect(pump.until { pump.frames("s").count == 1 })
+        #expect(pump.frames("s").first?.bytes == frame)
+        #expect(frame.withUnsafeBytes { port.send($0, vnetHeaderLength: 0) })
+        #expect(first.read(framed(frame).count) == framed(frame))
+        #expect(port.portCounters.connects == 1 && port.portCounters.disconnects == 0)
+    }
+
     @Test("a client with reconnect=1 over TCP reconnects after an oversize frame closed its connection")
     func clientReconnectsAfterBadFrame() throws {
         let listener = try TestListener()

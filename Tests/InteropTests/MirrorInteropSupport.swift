@@ -39,36 +39,74 @@ func mirrorInteropFreePort(_ type: Int32) -> UInt16 {
     return UInt16(bigEndian: address.sin_port)
 }
 
-/// A paused QEMU with filter-mirror from a UDP socket netdev to a chardev server (WIRE.md §1's recipe).
+/// A QEMU without a machine whose filter-mirror copies frames from a UDP socket netdev to a chardev server.
 final class MirrorInteropQEMU {
     let chardevPort: UInt16
     let netdevLocalPort: UInt16
-    private let process = Process()
+    private var pid: pid_t = 0
     private let udp: Int32
+    private let sink: Int32
 
     init(vnetHeaderSupport: Bool) throws {
         chardevPort = mirrorInteropFreePort(Int32(SOCK_STREAM.rawValue))
         netdevLocalPort = mirrorInteropFreePort(Int32(SOCK_DGRAM.rawValue))
         let remotePort = mirrorInteropFreePort(Int32(SOCK_DGRAM.rawValue))
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-system-x86_64")
-        process.arguments = [
-            "-machine", "pc", "-S", "-nodefaults", "-display", "none", "-monitor", "none", "-serial", "none",
-            "-netdev", "socket,id=hn0,udp=127.0.0.1:\(remotePort),localaddr=127.0.0.1:\(netdevLocalPort)",
-            "-device", "e1000,netdev=hn0",
+        // Two UDP socket netdevs joined by a hub, no machine and no NIC: frames arriving on `a` leave through `b`
+        // (toward `sink`, so the hub always has a taker), and filter-mirror copies them to the chardev. A NIC of a
+        // paused machine would take one frame and then stall the netdev.
+        sink = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        var sinkAddress = sockaddr_in()
+        sinkAddress.sin_family = sa_family_t(AF_INET)
+        sinkAddress.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        var sinkLength = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let sinkSocket = sink
+        _ = withUnsafeMutablePointer(to: &sinkAddress) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(sinkSocket, $0, sinkLength) == 0 && getsockname(sinkSocket, $0, &sinkLength) == 0
+            }
+        }
+        let sinkPort = UInt16(bigEndian: sinkAddress.sin_port)
+        let outPort = mirrorInteropFreePort(Int32(SOCK_DGRAM.rawValue))
+        let arguments = [
+            "/usr/bin/qemu-system-x86_64",
+            "-machine", "none", "-nodefaults", "-display", "none", "-monitor", "none", "-serial", "none",
+            "-netdev", "socket,id=a,udp=127.0.0.1:\(remotePort),localaddr=127.0.0.1:\(netdevLocalPort)",
+            "-netdev", "socket,id=b,udp=127.0.0.1:\(sinkPort),localaddr=127.0.0.1:\(outPort)",
+            "-netdev", "hubport,id=ha,hubid=0,netdev=a", "-netdev", "hubport,id=hb,hubid=0,netdev=b",
             "-chardev", "socket,id=m0,host=127.0.0.1,port=\(chardevPort),server=on,wait=off",
             "-object",
-            "filter-mirror,id=f0,netdev=hn0,queue=tx,outdev=m0,vnet_hdr_support=\(vnetHeaderSupport ? "on" : "off")",
+            "filter-mirror,id=f0,netdev=a,queue=tx,outdev=m0,vnet_hdr_support=\(vnetHeaderSupport ? "on" : "off")",
         ]
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
         udp = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        do {
-            try process.run()
-        } catch {
+        // posix_spawn with a clean signal state: the test process blocks signals that QEMU's main loop needs,
+        // and a child inherits the mask (Foundation's Process keeps it).
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var emptyMask = sigset_t()
+        sigemptyset(&emptyMask)
+        var allSignals = sigset_t()
+        sigfillset(&allSignals)
+        posix_spawnattr_setsigmask(&attributes, &emptyMask)
+        posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var child: pid_t = 0
+        let spawned = posix_spawn(&child, arguments[0], &actions, &attributes, &argv, environ)
+        guard spawned == 0 else {
             close(udp)
-            throw MirrorInteropError("cannot start qemu-system-x86_64 (install qemu-system-x86): \(error)")
+            close(sink)
+            throw MirrorInteropError(
+                "cannot start qemu-system-x86_64 (install qemu-system-x86): \(String(cString: strerror(spawned)))")
         }
+        pid = child
     }
 
     /// Sends one Ethernet frame to the netdev, as its UDP peer would.
@@ -87,11 +125,13 @@ final class MirrorInteropQEMU {
     }
 
     func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+        guard pid > 0 else { return }
+        kill(pid, SIGKILL)
+        var status: Int32 = 0
+        _ = waitpid(pid, &status, 0)
+        pid = 0
         close(udp)
+        close(sink)
     }
 }
 
@@ -139,4 +179,8 @@ final class MirrorInteropPump {
         clock_gettime(CLOCK_MONOTONIC, &now)
         return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
+}
+
+final class MirrorInteropLines: @unchecked Sendable {
+    var all: [String] = []
 }
