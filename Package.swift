@@ -76,7 +76,7 @@ let package = Package(
             name: "ColoCLI",
             dependencies: [
                 "ColoPacket", "ColoCapture", "ColoFragments", "ColoConntrack", "ColoStages", "ColoPorts", "ColoControl",
-                "ColoRuntime", "ColoMetrics", "ColoLab",
+                "ColoRuntime", "ColoMetrics", "ColoLab", "ColoPacketBuilder",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),

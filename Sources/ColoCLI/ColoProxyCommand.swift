@@ -6,7 +6,10 @@ public struct ColoProxyCommand: ParsableCommand {
         commandName: "colo-proxy",
         abstract: "A userspace COLO proxy: mirrors, rewrites and compares the traffic of a primary/secondary VM pair.",
         version: "0.1.0",
-        subcommands: [RunCommand.self, ReplayCommand.self, ConntrackCommand.self, CtlCommand.self, DemoCommand.self]
+        subcommands: [
+            RunCommand.self, DemoCommand.self, ReplayCommand.self, ConntrackCommand.self, CtlCommand.self,
+            LoadgenCommand.self,
+        ]
     )
 
     public init() {}

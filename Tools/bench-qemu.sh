@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Benchmark (issue 5): `colo-proxy loadgen` against QEMU's standalone colo-compare and against `colo-proxy run`
+# (release build) with the same three chardev sockets; prints released frame pairs per second and the ratio.
+#
+#   Tools/bench-qemu.sh            # both workloads: 64 x 100-byte and 1 x 1400-byte connections
+#   SKIP_BUILD=1 PACKETS_SMALL=2000 PACKETS_LARGE=100000 Tools/bench-qemu.sh   # reuse the release build, set sizes
+# Needs qemu-system-x86_64 (Tools/install-deps.sh installs it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/opt/swift/usr/bin:$PATH
+
+command -v qemu-system-x86_64 >/dev/null || { echo "bench-qemu: qemu-system-x86_64 missing (Tools/install-deps.sh)" >&2; exit 1; }
+[ -n "${SKIP_BUILD:-}" ] || swift build -c release --product colo-proxy >&2
+bin=.build/release/colo-proxy
+[ -x "$bin" ] || { echo "bench-qemu: $bin missing" >&2; exit 1; }
+
+base=${BASE_PORT:-47100}
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; pids=(); }
+trap cleanup EXIT
+
+# Listening, checked without connecting (a probe connection would count as a chardev client).
+wait_port() { for _ in $(seq 200); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.05; done; return 1; }
+
+start_qemu() { # P1 P2 P3
+    qemu-system-x86_64 -machine none -nodefaults -display none -monitor none -serial none \
+        -object iothread,id=io1 \
+        -chardev socket,id=pri,host=127.0.0.1,port="$1",server=on,wait=off \
+        -chardev socket,id=sec,host=127.0.0.1,port="$2",server=on,wait=off \
+        -chardev socket,id=out,host=127.0.0.1,port="$3",server=on,wait=off \
+        -object colo-compare,id=c0,primary_in=pri,secondary_in=sec,outdev=out,iothread=io1 &
+    pids+=($!)
+}
+
+start_proxy() { # P1 P2 P3
+    "$bin" run --no-control \
+        --port socket,id=pin,host=127.0.0.1,port="$1",server=on \
+        --port socket,id=sin,host=127.0.0.1,port="$2",server=on \
+        --port socket,id=out,host=127.0.0.1,port="$3",server=on \
+        --object colo-compare,id=cmp,primary_in=pin,secondary_in=sin,outdev=out >/dev/null 2>&1 &
+    pids+=($!)
+}
+
+# One measurement on a fresh endpoint (QEMU 7.2 loses the first frame after its chardev clients reconnect).
+measure() { # qemu|proxy CONNECTIONS PACKETS PAYLOAD
+    local p1=$base p2=$((base + 1)) p3=$((base + 2))
+    base=$((base + 3))
+    "start_$1" $p1 $p2 $p3
+    wait_port $p3 || { echo "bench-qemu: $1 did not listen on $p3" >&2; cleanup; return 1; }
+    sleep 0.2 # the sockets after the outdev
+    "$bin" loadgen --primary 127.0.0.1:$p1 --secondary 127.0.0.1:$p2 --outdev 127.0.0.1:$p3 \
+        --connections "$2" --packets "$3" --payload-size "$4" --json | tail -1 || true
+    cleanup
+}
+
+pps() { sed -E 's/.*"pairs_per_second":([0-9.]+).*/\1/'; }
+released() { sed -E 's/.*"released":([0-9]+).*/\1/'; }
+
+for workload in "64 ${PACKETS_SMALL:-2000} 100" "1 ${PACKETS_LARGE:-100000} 1400"; do
+    set -- $workload
+    q=$(measure qemu "$@")
+    c=$(measure proxy "$@")
+    qp=$(echo "$q" | pps) cp=$(echo "$c" | pps)
+    ratio=$(awk -v a="$cp" -v b="$qp" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "n/a" }')
+    echo "workload: $1 connections x $2 packets x $3-byte payload"
+    echo "  qemu colo-compare: $(echo "$q" | released) released, $qp pairs/s    $q"
+    echo "  colo-proxy:        $(echo "$c" | released) released, $cp pairs/s    $c"
+    echo "  ratio colo-proxy/qemu: $ratio"
+done
