@@ -246,14 +246,7 @@ public final class DemoRunner: @unchecked Sendable {
     private func diverge(_ lab: ColoLab) throws -> DemoResult {
         var failures: [String] = []
         output("The secondary serves a page whose byte 10000 differs from the primary's. The client downloads it.")
-        let primaryDirectory = try LabDirectory()
-        let secondaryDirectory = try LabDirectory()
-        try writePattern(primaryDirectory.path + "/page.bin", count: 50_000, seed: 7)
-        var other = try Data(contentsOf: URL(fileURLWithPath: primaryDirectory.path + "/page.bin"))
-        other[10_000] ^= 0x55
-        try other.write(to: URL(fileURLWithPath: secondaryDirectory.path + "/page.bin"))
-        try lab.serve(primaryDirectory.path, in: lab.namespaces.primary)
-        try lab.serve(secondaryDirectory.path, in: lab.namespaces.secondary)
+        let page = try DivergingPage(serving: lab)
         let downloads = try LabDirectory()
         let result = try progress(lab, "downloading page.bin") {
             try lab.client([
@@ -282,7 +275,7 @@ public final class DemoRunner: @unchecked Sendable {
         }
         let gotPrimary =
             FileManager.default.contents(atPath: downloads.path + "/page.bin")
-            == FileManager.default.contents(atPath: primaryDirectory.path + "/page.bin")
+            == FileManager.default.contents(atPath: page.primaryPath)
         output("  the client received \(gotPrimary ? "the primary's bytes" : "bytes that are NOT the primary's")")
         if !gotPrimary { failures.append("the client did not get the primary's bytes") }
         return DemoResult(

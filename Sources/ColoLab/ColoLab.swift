@@ -281,3 +281,26 @@ extension ColoLab {
         }
     }
 }
+
+/// Two versions of one 50,000-byte page that differ in body byte `differingByte`, each in its own directory,
+/// served by the primary and the secondary respectively (the diverge and checkpoint scenarios).
+public struct DivergingPage {
+    public static let name = "page.bin"
+    public let primary: LabDirectory
+    public let secondary: LabDirectory
+    public let differingByte: Int
+    public var primaryPath: String { primary.path + "/" + Self.name }
+
+    /// Writes both versions and starts one web server in each replica.
+    public init(serving lab: ColoLab, differingByte: Int = 10_000) throws {
+        primary = try LabDirectory()
+        secondary = try LabDirectory()
+        self.differingByte = differingByte
+        try writePattern(primaryPath, count: 50_000, seed: 7)
+        var other = try Data(contentsOf: URL(fileURLWithPath: primaryPath))
+        other[differingByte] ^= 0x55
+        try other.write(to: URL(fileURLWithPath: secondary.path + "/" + Self.name))
+        try lab.serve(primary.path, in: lab.namespaces.primary)
+        try lab.serve(secondary.path, in: lab.namespaces.secondary)
+    }
+}

@@ -84,14 +84,7 @@ struct LabScenarioTests {
         compare.onDivergence = .checkpoint
         let lab = try ColoLab("ckpt", compare: compare)
         defer { lab.close() }
-        let primaryDirectory = try TemporaryDirectory()
-        let secondaryDirectory = try TemporaryDirectory()
-        try writePattern(primaryDirectory.path + "/page.bin", count: 50_000, seed: 7)
-        var other = try Data(contentsOf: URL(fileURLWithPath: primaryDirectory.path + "/page.bin"))
-        other[10_000] ^= 0x55
-        try other.write(to: URL(fileURLWithPath: secondaryDirectory.path + "/page.bin"))
-        try lab.serve(primaryDirectory.path, in: lab.namespaces.primary)
-        try lab.serve(secondaryDirectory.path, in: lab.namespaces.secondary)
+        let page = try DivergingPage(serving: lab)
         let downloads = try LabDirectory()
         let outcome = Mutex<LabResult?>(nil)
         let download = Thread {
@@ -127,7 +120,7 @@ struct LabScenarioTests {
         #expect(result?.succeeded == true, "\(String(describing: result))")
         #expect(
             FileManager.default.contents(atPath: downloads.path + "/page.bin")
-                == FileManager.default.contents(atPath: primaryDirectory.path + "/page.bin"),
+                == FileManager.default.contents(atPath: page.primaryPath),
             "the client got the primary's bytes")
         let events = lab.events.all
         let headerLength = FileManager.default.contents(atPath: downloads.path + "/headers")?.count ?? 0
