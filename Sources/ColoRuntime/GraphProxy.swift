@@ -67,6 +67,8 @@ public final class GraphProxy: @unchecked Sendable {
     private var failedOver = false
     var tally = MetricsTally()
     private var depth = 0
+    /// Per colo-compare, its `notify_dev` port (checkpoint requests out, checkpoint-done in), if it has one.
+    private var notifyPorts: [SocketPort?] = []
 
     /// Builds the graph (validating every spec) over already opened ports, in the order of `portSpecs`.
     public init(
@@ -125,6 +127,25 @@ public final class GraphProxy: @unchecked Sendable {
             }
         }
         self.writers = writers
+        for node in graph.compares {
+            guard let name = node.spec.notifyDev else {
+                notifyPorts.append(nil)
+                continue
+            }
+            // validate() checked that notify_dev names a socket port.
+            guard let index = portSpecs.firstIndex(where: { $0.id == name }), let socket = ports[index] as? SocketPort
+            else {
+                throw GraphProxyError("colo-compare \(node.spec.id): notify_dev '\(name)' is not an open socket port")
+            }
+            socket.notifyHandler = { [unowned self, unowned socket] message in
+                switch message {
+                case .checkpointDone: self.checkpointDone()
+                case .proxyInit: socket.sendNotify(.proxyInitReply)
+                case .doCheckpoint, .proxyInitReply: break  // the proxy's own messages: nothing to do
+                }
+            }
+            notifyPorts.append(socket)
+        }
     }
 
     deinit {
@@ -393,6 +414,8 @@ public final class GraphProxy: @unchecked Sendable {
                 tally.diverged(event)
                 onDivergence?(event)
             }
+            // A checkpoint is asked of the controller on the notify channel (QEMU's colo-compare does the same).
+            if comparer.checkpointRequested, let notify = notifyPorts[index] { notify.sendNotify(.doCheckpoint) }
             comparer.checkpointRequested = false
         }
     }

@@ -48,6 +48,10 @@ public final class SocketPort: FramePort {
     private let address: SocketAddress
     private let framing: ChardevFraming
     private var decoder: ChardevFrameDecoder
+    private var notifyDecoder = NotifyMessageDecoder()
+    /// Set when the port is a colo-compare's `notify_dev`: it then carries checkpoint messages (WIRE.md §1), not
+    /// frames; each message read is handed here, on the data thread.
+    public var notifyHandler: ((NotifyMessage) -> Void)?
     private let encoder: ChardevFrameEncoder
     private var listener: Int32 = -1
     private var connection: Int32 = -1
@@ -130,10 +134,17 @@ public final class SocketPort: FramePort {
                 break
             }
             do throws(ChardevError) {
-                try decoder.feed(UnsafeRawBufferPointer(rebasing: readBuffer[0..<count])) {
-                    (frame: ChardevFrame) throws(ChardevError) in
-                    self.take(frame, into: store, now: now, deliver: deliver)
-                    delivered += 1
+                let bytes = UnsafeRawBufferPointer(rebasing: readBuffer[0..<count])
+                if let notifyHandler {
+                    try notifyDecoder.feed(bytes) { (message: NotifyMessage) throws(ChardevError) in
+                        self.portCounters.framesIn &+= 1
+                        notifyHandler(message)
+                    }
+                } else {
+                    try decoder.feed(bytes) { (frame: ChardevFrame) throws(ChardevError) in
+                        self.take(frame, into: store, now: now, deliver: deliver)
+                        delivered += 1
+                    }
                 }
             } catch {
                 portCounters.errors &+= 1
@@ -196,6 +207,25 @@ public final class SocketPort: FramePort {
         // Written in bursts: `service` (every loop turn, after the batch that produced these frames) flushes; a
         // quarter-full queue is flushed at once so that a burst never has to wait for room.
         if outputEnd - outputStart >= output.count / 4 { flush(now: nil) }
+        return true
+    }
+
+    /// Queues one checkpoint-channel message (a `notify_dev` port); false, counted, when not connected or full.
+    @discardableResult
+    public func sendNotify(_ message: NotifyMessage) -> Bool {
+        guard !closed, connection >= 0, !connecting else {
+            portCounters.sendRefused &+= 1
+            return false
+        }
+        if output.count - outputEnd < message.encodedLength && outputStart > 0 { compact() }
+        do throws(ChardevError) {
+            outputEnd += try message.encode(into: UnsafeMutableRawBufferPointer(rebasing: output[outputEnd...]))
+        } catch {
+            portCounters.sendRefused &+= 1
+            return false
+        }
+        portCounters.framesOut &+= 1
+        flush(now: nil)
         return true
     }
 
@@ -350,6 +380,7 @@ public final class SocketPort: FramePort {
         connecting = false
         failureLogged = false
         decoder.reset()
+        notifyDecoder.reset()
         outputStart = 0
         outputEnd = 0
         portCounters.connects &+= 1
@@ -357,7 +388,7 @@ public final class SocketPort: FramePort {
 
     private func endOfStream(now: UInt64) {
         do throws(ChardevError) {
-            try decoder.finish()
+            if notifyHandler == nil { try decoder.finish() } else { try notifyDecoder.finish() }
             drop(now: now, reason: nil)
         } catch {
             portCounters.errors &+= 1
@@ -376,6 +407,7 @@ public final class SocketPort: FramePort {
         outputStart = 0
         outputEnd = 0
         decoder.reset()
+        notifyDecoder.reset()
         if let reason { log("port \(id): \(reason); connection closed") }
         guard !spec.server else { return }
         if spec.reconnectSeconds == 0 {
