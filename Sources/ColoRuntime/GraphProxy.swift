@@ -69,6 +69,12 @@ public final class GraphProxy: @unchecked Sendable {
     private var depth = 0
     /// Per colo-compare, its `notify_dev` port (checkpoint requests out, checkpoint-done in), if it has one.
     private var notifyPorts: [SocketPort?] = []
+    /// Per Ethernet port, 12 bytes: the destination and source MAC of the last frame it handed over, for giving
+    /// raw-IP frames bound there an Ethernet header; all zero until it has sent one.
+    private let learnedAddresses: UnsafeMutableRawPointer
+    private let learnsAddresses: [Bool]
+    /// Where a raw-IP frame gets its Ethernet header: one buffer, as large as the largest frame.
+    private let framing: UnsafeMutableRawBufferPointer
 
     /// Builds the graph (validating every spec) over already opened ports, in the order of `portSpecs`.
     public init(
@@ -113,6 +119,12 @@ public final class GraphProxy: @unchecked Sendable {
         origin = .allocate(capacity: total)
         origin.initialize(repeating: .max, count: total)
         holdsVerdicts = ports.map(\.holdsVerdicts)
+        learnedAddresses = .allocate(byteCount: max(1, ports.count) * 12, alignment: 8)
+        learnedAddresses.initializeMemory(as: UInt8.self, repeating: 0, count: max(1, ports.count) * 12)
+        // Only worth it when some raw-IP port exists to send from.
+        let mixed = ports.contains { $0.linkType == .rawIP }
+        learnsAddresses = ports.map { mixed && $0.linkType == .ethernet }
+        framing = .allocate(byteCount: PacketStore.largeSize + 14, alignment: 16)
         mailbox = try DataThreadMailbox(device: "graph proxy wake-up pipe")
         var writers: [PcapWriter?] = []
         for dump in graph.dumps {
@@ -151,6 +163,8 @@ public final class GraphProxy: @unchecked Sendable {
     deinit {
         resume.deallocate()
         origin.deallocate()
+        framing.deallocate()
+        learnedAddresses.deallocate()
     }
 
     // MARK: - Threads
@@ -214,6 +228,7 @@ public final class GraphProxy: @unchecked Sendable {
         _ = ports[index].receive(into: store, limit: configuration.batchSize, now: now) { ref in
             store.metadata(ref).pointee.source = .other
             origin[Int(ref.index)] = UInt16(truncatingIfNeeded: index)
+            if learnsAddresses[index] { learnAddresses(ref, port: index) }
             process(ref, chain: chain, from: 0, now: now)
         }
     }
@@ -303,13 +318,16 @@ public final class GraphProxy: @unchecked Sendable {
                 var vnetHeaderLength = meta.vnetHeaderLength
                 var sendable = true
                 if meta.linkType != ports[port].linkType {
-                    // Ethernet toward a raw-IP port: the IP packet goes. Raw IP toward an Ethernet port would need
-                    // MAC addresses the proxy does not know: refused and counted.
-                    if ports[port].linkType == .rawIP, meta.parsed,
-                        meta.layout.network == .ipv4 || meta.layout.network == .ipv6
-                    {
+                    // Ethernet toward a raw-IP port: the IP packet goes. Raw IP toward an Ethernet port gets the
+                    // addresses last seen from that port, swapped (the station behind it becomes the destination);
+                    // before the port has sent anything it is refused and counted.
+                    let isIP = meta.parsed && (meta.layout.network == .ipv4 || meta.layout.network == .ipv6)
+                    if ports[port].linkType == .rawIP, isIP {
                         bytes = UnsafeRawBufferPointer(
                             rebasing: bytes[(vnetHeaderLength + meta.layout.networkOffset)...])
+                        vnetHeaderLength = 0
+                    } else if meta.linkType == .rawIP, isIP, let framed = addEthernetHeader(bytes, meta, toward: port) {
+                        bytes = framed
                         vnetHeaderLength = 0
                     } else {
                         counters.linkMismatch &+= 1
@@ -375,6 +393,30 @@ public final class GraphProxy: @unchecked Sendable {
             }
             comparer.dropped.removeAll(keepingCapacity: true)
         }
+    }
+
+    private func learnAddresses(_ ref: PacketRef, port: Int) {
+        let frame = store.frame(ref)
+        let offset = store.metadata(ref).pointee.vnetHeaderLength
+        guard frame.count >= offset + 14, let base = frame.baseAddress else { return }
+        (learnedAddresses + port * 12).copyMemory(from: base + offset, byteCount: 12)
+    }
+
+    /// `bytes` (an IP packet) behind an Ethernet header toward `port`: destination = the source last seen from
+    /// the port, source = the destination it used. nil when the port has not sent a frame yet.
+    private func addEthernetHeader(_ bytes: UnsafeRawBufferPointer, _ meta: PacketMetadata, toward port: Int)
+        -> UnsafeRawBufferPointer?
+    {
+        let learned = UnsafeRawBufferPointer(start: learnedAddresses + port * 12, count: 12)
+        guard learned.contains(where: { $0 != 0 }), bytes.count + 14 <= framing.count, let base = framing.baseAddress,
+            let source = bytes.baseAddress, let seen = learned.baseAddress
+        else { return nil }
+        base.copyMemory(from: seen + 6, byteCount: 6)  // to the station behind the port
+        (base + 6).copyMemory(from: seen, byteCount: 6)  // from the address it was talking to
+        let etherType: UInt16 = meta.layout.network == .ipv6 ? 0x86DD : 0x0800
+        base.storeBytes(of: etherType.bigEndian, toByteOffset: 12, as: UInt16.self)
+        (base + 14).copyMemory(from: source, byteCount: bytes.count)
+        return UnsafeRawBufferPointer(start: base, count: bytes.count + 14)
     }
 
     /// Gives the verdict on `ref` if it came from a verdict-holding port; returns whether it did.

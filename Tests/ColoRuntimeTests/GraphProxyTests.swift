@@ -286,7 +286,9 @@ struct GraphProxyLoopTests {
 
 @Suite("GraphProxy: Ethernet and raw-IP ports")
 struct GraphProxyLinkTests {
-    @Test("Ethernet frames toward a raw-IP port lose their Ethernet header; raw IP toward Ethernet is refused, counted")
+    @Test(
+        "Ethernet toward raw IP loses its header; raw IP toward Ethernet gets the port's last addresses, swapped (refused, counted, before any)"
+    )
     func reframing() throws {
         let lab = try GraphHarness(
             ports: ["tap,id=e,ifname=e0", "tun,id=t,ifname=t0"],
@@ -296,11 +298,23 @@ struct GraphProxyLinkTests {
             ])
         defer { lab.stop() }
         let frame = udp("to the tunnel")
-        lab.ports["e"]?.push(frame)
-        #expect(lab.wait { lab.sent("t").count == 1 })
-        #expect(lab.sent("t").first == Array(frame[14...]))
-        lab.ports["t"]?.push(Array(frame[14...]))
+        let packet = Array(frame[14...])
+        // Nothing seen from the Ethernet port yet: no addresses to give the raw-IP packet.
+        lab.ports["t"]?.push(packet)
         #expect(lab.wait { lab.proxy.perform { $0.counters.linkMismatch } == 1 })
         #expect(lab.sent("e").isEmpty)
+
+        lab.ports["e"]?.push(frame)
+        #expect(lab.wait { lab.sent("t").count == 1 })
+        #expect(lab.sent("t").first == packet)
+
+        let reply = udp("from the tunnel", from: 1, to: 2)
+        lab.ports["t"]?.push(Array(reply[14...]))
+        #expect(lab.wait { lab.sent("e").count == 1 })
+        let sent = try #require(lab.sent("e").first)
+        #expect(Array(sent[0..<6]) == Array(frame[6..<12]), "destination: the station behind the port")
+        #expect(Array(sent[6..<12]) == Array(frame[0..<6]), "source: the address it talked to")
+        #expect(Array(sent[12..<14]) == [0x08, 0x00])
+        #expect(Array(sent[14...]) == Array(reply[14...]))
     }
 }
