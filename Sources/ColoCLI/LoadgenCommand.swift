@@ -2,6 +2,8 @@ import ArgumentParser
 import ColoPacket
 import ColoPacketBuilder
 import ColoPorts
+import ColoRuntime
+import ColoStages
 import Foundation
 
 #if canImport(Glibc)
@@ -82,54 +84,26 @@ public enum LoadgenEndpoint: Sendable, Equatable {
         self = .tcp(host: host, port: port)
     }
 
-    /// A connected, blocking stream socket.
+    /// A connected, blocking stream socket (addresses resolved as a `socket` port resolves them).
     public func connect() throws -> Int32 {
+        let endpoint: SocketPortSpec.Endpoint
         switch self {
-        case .tcp(let host, let port):
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            guard fd >= 0 else { throw LoadgenError("socket: \(String(cString: strerror(errno)))") }
+        case .tcp(let host, let port): endpoint = .tcp(host: host, port: port)
+        case .unix(let path): endpoint = .unix(path: path)
+        }
+        let address = try SocketAddress(endpoint, portID: "loadgen")
+        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw LoadgenError("socket: \(String(cString: strerror(errno)))") }
+        if address.family != AF_UNIX {
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_port = port.bigEndian
-            inet_pton(AF_INET, host, &addr.sin_addr)
-            let rc = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
-            }
-            guard rc == 0 else {
-                let message = String(cString: strerror(errno))
-                close(fd)
-                throw LoadgenError("connect \(host):\(port): \(message)")
-            }
-            return fd
-        case .unix(let path):
-            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-            guard fd >= 0 else { throw LoadgenError("socket: \(String(cString: strerror(errno)))") }
-            var addr = sockaddr_un()
-            addr.sun_family = sa_family_t(AF_UNIX)
-            let bytes = Array(path.utf8)
-            guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-                close(fd)
-                throw LoadgenError("Unix socket path too long: \(path)")
-            }
-            withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-                for (i, b) in bytes.enumerated() { raw[i] = b }
-            }
-            let rc = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-                }
-            }
-            guard rc == 0 else {
-                let message = String(cString: strerror(errno))
-                close(fd)
-                throw LoadgenError("connect \(path): \(message)")
-            }
-            return fd
         }
+        guard address.withSockaddr({ Glibc.connect(fd, $0, $1) }) == 0 else {
+            let message = String(cString: strerror(errno))
+            close(fd)
+            throw LoadgenError("connect \(SocketAddress.describe(endpoint)): \(message)")
+        }
+        return fd
     }
 }
 

@@ -12,13 +12,13 @@ public struct SocketPortError: Error, CustomStringConvertible, Sendable {
 
 /// A resolved socket address for a `socket` port: a Unix path or the first address `getaddrinfo` gives for a
 /// TCP host and port. Resolved once, when the port opens; reconnects reuse it.
-struct SocketAddress {
+public struct SocketAddress {
     var storage = sockaddr_storage()
-    var length: socklen_t = 0
-    var family: Int32 = AF_UNIX
-    var unixPath: String?
+    public private(set) var length: socklen_t = 0
+    public private(set) var family: Int32 = AF_UNIX
+    public private(set) var unixPath: String?
 
-    init(_ endpoint: SocketPortSpec.Endpoint, portID: String) throws(SocketPortError) {
+    public init(_ endpoint: SocketPortSpec.Endpoint, portID: String) throws(SocketPortError) {
         switch endpoint {
         case .unix(let path):
             var address = sockaddr_un()
@@ -59,14 +59,14 @@ struct SocketAddress {
         }
     }
 
-    func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
+    public func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
         withUnsafeBytes(of: storage) { raw in
             body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), length)
         }
     }
 
     /// The text for log lines: the path, or host:port.
-    static func describe(_ endpoint: SocketPortSpec.Endpoint) -> String {
+    public static func describe(_ endpoint: SocketPortSpec.Endpoint) -> String {
         switch endpoint {
         case .unix(let path): return path
         case .tcp(let host, let port): return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
