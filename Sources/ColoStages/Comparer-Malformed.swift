@@ -79,22 +79,19 @@ extension Comparer {
     }
 
     private func popMalformed(fromPrimary: Bool) -> DivergenceSide? {
-        if fromPrimary {
-            guard malformedPrimaryHead < malformedPrimary.count else { return nil }
-            let side = malformedPrimary[malformedPrimaryHead]
-            malformedPrimaryHead += 1
-            if malformedPrimaryHead == malformedPrimary.count {
-                malformedPrimary.removeAll(keepingCapacity: true)
-                malformedPrimaryHead = 0
-            }
-            return side
-        }
-        guard malformedSecondaryHead < malformedSecondary.count else { return nil }
-        let side = malformedSecondary[malformedSecondaryHead]
-        malformedSecondaryHead += 1
-        if malformedSecondaryHead == malformedSecondary.count {
-            malformedSecondary.removeAll(keepingCapacity: true)
-            malformedSecondaryHead = 0
+        fromPrimary
+            ? Self.pop(&malformedPrimary, head: &malformedPrimaryHead)
+            : Self.pop(&malformedSecondary, head: &malformedSecondaryHead)
+    }
+
+    /// The oldest waiting entry of a list read from `head`; the list empties (keeping its capacity) once read.
+    private static func pop(_ list: inout [DivergenceSide], head: inout Int) -> DivergenceSide? {
+        guard head < list.count else { return nil }
+        let side = list[head]
+        head += 1
+        if head == list.count {
+            list.removeAll(keepingCapacity: true)
+            head = 0
         }
         return side
     }
