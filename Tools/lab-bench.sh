@@ -3,12 +3,15 @@
 # path measured in the same run. Needs root, iperf3, ping; uses the release build of colo-proxy.
 #
 #   Tools/lab-bench.sh [seconds-per-iperf-run (default 5)]
+#   OFFLOAD=off Tools/lab-bench.sh      # TAP ports without checksum/TSO offload (every frame MTU-sized)
 #
 # Through the proxy: client namespace --TAP-- colo-proxy run --TAP-- primary and secondary namespaces (clones:
 # same MAC and address, both running `iperf3 -s`). Direct: a veth pair between two namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-5}
+offload=${OFFLOAD:-on}
+[[ $offload == on || $offload == off ]] || { echo "lab-bench: OFFLOAD must be on or off, not '$offload'"; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "lab-bench: needs root (namespaces and TAP devices)"; exit 2; }
 for tool in iperf3 ping ip; do command -v $tool >/dev/null || { echo "lab-bench: $tool not found (Tools/install-deps.sh)"; exit 2; }; done
 if ! command -v swift >/dev/null 2>&1 && [ -x /opt/swift/usr/bin/swift ]; then export PATH="/opt/swift/usr/bin:$PATH"; fi
@@ -31,8 +34,8 @@ for ns in $cc $cp $cs $dc $ds; do
 done
 
 # The proxied path.
-"$bin" run --no-control --client tap,id=c,ifname=tc$tag --primary tap,id=p,ifname=tp$tag \
-    --secondary tap,id=s,ifname=ts$tag >/tmp/lab-bench-$tag.log 2>&1 &
+"$bin" run --no-control --client tap,id=c,ifname=tc$tag,offload=$offload --primary tap,id=p,ifname=tp$tag,offload=$offload \
+    --secondary tap,id=s,ifname=ts$tag,offload=$offload >/tmp/lab-bench-$tag.log 2>&1 &
 proxy_pid=$!
 for _ in $(seq 50); do ip link show ts$tag >/dev/null 2>&1 && break; sleep 0.1; done
 place() { # device namespace mac address
@@ -74,7 +77,7 @@ goodput() { # namespace address extra-flags → Mbit/s received
         echo "failed"
 }
 
-echo "lab-bench: $(nproc) cores, iperf3 runs of ${seconds} s, one TCP stream"
+echo "lab-bench: $(nproc) cores, iperf3 runs of ${seconds} s, one TCP stream, TAP offload=$offload"
 download() { # namespace address → Mbit/s
     ip netns exec $1 curl -s --max-time 60 -o /dev/null -w '%{speed_download}' http://$2:8000/big.bin |
         python3 -c 'import sys; print("%.0f" % (float(sys.stdin.read())*8/1e6))' || echo failed
