@@ -29,6 +29,11 @@ public struct DemoCommand: ParsableCommand {
     @Flag(name: .long, help: "Use IPv6 between the client and the replicas.")
     public var ipv6 = false
 
+    @Flag(
+        name: .long,
+        help: "Let the TAP devices offer checksum and TCP segmentation offload (the proxy compares 64 KiB segments).")
+    public var offload = false
+
     @Flag(name: .long, help: "Keep the last scenario's lab running until Ctrl-C and leave its namespaces.")
     public var keep = false
 
@@ -49,7 +54,7 @@ public struct DemoCommand: ParsableCommand {
         // SIGINT and SIGTERM are turned into a byte on a pipe (the only thing a handler may safely do); a thread
         // waiting on it removes the lab and exits. (Blocking the signals instead is not enough: threads the
         // runtime started before this point would still take them and die with the default action.)
-        let runner = DemoRunner(ipv6: ipv6)
+        let runner = DemoRunner(ipv6: ipv6, offload: offload)
         var descriptors: [Int32] = [-1, -1]
         guard pipe(&descriptors) == 0 else {
             print("colo-proxy demo: pipe: \(String(cString: strerror(errno)))")
@@ -122,13 +127,17 @@ public struct DemoResult: Sendable {
 /// Runs the demo's scenarios and prints what happens (the command and the integration test use it).
 public final class DemoRunner: @unchecked Sendable {
     public let ipv6: Bool
+    public let offload: Bool
     private let output: @Sendable (String) -> Void
     private let current = Mutex<ColoLab?>(nil)
     public private(set) var keptLab: ColoLab?
     private let isTerminal = isatty(1) != 0
 
-    public init(ipv6: Bool, output: @escaping @Sendable (String) -> Void = { writeOut($0 + "\n") }) {
+    public init(
+        ipv6: Bool, offload: Bool = false, output: @escaping @Sendable (String) -> Void = { writeOut($0 + "\n") }
+    ) {
         self.ipv6 = ipv6
+        self.offload = offload
         self.output = output
     }
 
@@ -139,10 +148,10 @@ public final class DemoRunner: @unchecked Sendable {
         var results: [DemoResult] = []
         for (index, scenario) in scenarios.enumerated() {
             output("")
-            output("== scenario \(scenario.rawValue)\(ipv6 ? " (IPv6)" : "")")
+            output("== scenario \(scenario.rawValue)\(ipv6 ? " (IPv6)" : "")\(offload ? " (TAP offloads on)" : "")")
             let result: DemoResult
             do {
-                let lab = try ColoLab("demo\(index)")
+                let lab = try ColoLab("demo\(index)", offload: offload)
                 current.withLock { $0 = lab }
                 result = try run(scenario, in: lab)
                 if keepLast && index == scenarios.count - 1 {
@@ -227,6 +236,11 @@ public final class DemoRunner: @unchecked Sendable {
         let counters = lab.compareCounters()
         describe(counters)
         output("  the client got \(exact) of 200 responses byte-exact")
+        if offload {
+            let large = lab.portCounters().largeFramesIn
+            output("  \(large) frames of more than 2 KiB came through the TAPs (TCP segmentation offload)")
+            if large == 0 { failures.append("offloads on, but every frame read was MTU-sized") }
+        }
         let offsets = lab.queriedOffsets()
         output("  the rewriter kept \(offsets.count) TCP connection offset(s) (query-connections), e.g.:")
         for row in offsets.prefix(5) { output("    \(row.connection)  offset \(row.offset)") }

@@ -138,8 +138,13 @@ public struct RunCommand: ParsableCommand {
         if let shortcut = settings.shortcut {
             let roles = shortcut.ports
             let taps = roles.compactMap { spec -> TapPortSpec? in if case .tap(let tap) = spec { tap } else { nil } }
-            // TapProxy hands frames on as read, virtio-net header included: only for plain TAPs.
-            if taps.count == 3 && taps.allSatisfy({ !$0.vnetHeader }) && portSpecs.isEmpty && objectSpecs.isEmpty {
+            // The three-TAP fast path; it keeps each frame's virtio-net header (offloads) with the frame.
+            if taps.count == 3 && portSpecs.isEmpty && objectSpecs.isEmpty {
+                if Set(taps.map(\.offload)).count > 1 {
+                    throw ValidationError(
+                        "offload: give the same value (on or off) to the client, primary and secondary TAP ports; "
+                            + "a frame of 64 KiB with a partial checksum cannot go to a device without offloads")
+                }
                 tapShortcut = taps
             }
             portSpecs = roles + portSpecs
@@ -149,6 +154,13 @@ public struct RunCommand: ParsableCommand {
                     compareTimeout: settings.resolvedCompareTimeout,
                     onDivergence: settings.resolvedOnDivergence == "checkpoint" ? .checkpoint : .release)
                 + objectSpecs
+        }
+        if tapShortcut == nil,
+            let tap = portSpecs.first(where: { if case .tap(let t) = $0 { t.offload } else { false } })
+        {
+            throw ValidationError(
+                "port '\(tap.id)': offload=on is supported on the --client/--primary/--secondary shortcut with three "
+                    + "TAP ports and no other ports or objects; accepted here: offload=off")
         }
         guard !portSpecs.isEmpty else {
             throw ValidationError(
@@ -301,13 +313,18 @@ public struct RunCommand: ParsableCommand {
         var devices: [TapDevice] = []
         for spec in specs {
             do {
-                devices.append(try TapDevice(name: spec.interfaceName, mode: .tap, vnetHeader: spec.vnetHeader))
+                devices.append(
+                    try TapDevice(
+                        name: spec.interfaceName, mode: .tap, vnetHeader: spec.vnetHeader, offload: spec.offload))
             } catch {
                 StandardError.line("colo-proxy run: \(error)")
                 throw ExitCode(2)
             }
         }
         var configuration = TapProxy.Configuration()
+        // 64 KiB segments each take a large buffer while they wait for the other replica's bytes: 1024 of them
+        // (68 MiB, touched only as used) hold as much as 47,000 full-size frames would.
+        if specs.contains(where: \.offload) { configuration.largeStoreBuffers = 1024 }
         configuration.compare.compareTimeout = settings.resolvedCompareTimeout * 1_000_000
         configuration.compare.onDivergence = settings.resolvedOnDivergence == "checkpoint" ? .checkpoint : .release
         let proxy: TapProxy

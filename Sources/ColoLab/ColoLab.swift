@@ -34,7 +34,9 @@ public final class ColoLab: @unchecked Sendable {
     public var allNamespaces: [String] { [namespaces.client, namespaces.primary, namespaces.secondary] }
 
     /// Builds the namespaces, the TAP devices and starts the proxy on its own thread.
-    public init(_ name: String, compare: CompareConfiguration = CompareConfiguration()) throws {
+    /// With `offload`, the TAP devices offer checksum and TCP segmentation offload to the namespaces' stacks (the
+    /// proxy then reads and compares segments of up to 64 KiB), as `tap,...,offload=on` does.
+    public init(_ name: String, compare: CompareConfiguration = CompareConfiguration(), offload: Bool = false) throws {
         guard geteuid() == 0 else { throw LabFailure("the lab needs root (network namespaces and TAP devices)") }
         tag = "\(name)-\(getpid() % 100_000)"
         namespaces = ("cc-\(tag)", "cp-\(tag)", "cs-\(tag)")
@@ -55,11 +57,12 @@ public final class ColoLab: @unchecked Sendable {
             }
         }
         let short = String(tag.suffix(8))
-        let client = try TapDevice(name: "tc\(short)")
-        let primary = try TapDevice(name: "tp\(short)")
-        let secondary = try TapDevice(name: "ts\(short)")
+        let client = try TapDevice(name: "tc\(short)", vnetHeader: offload, offload: offload)
+        let primary = try TapDevice(name: "tp\(short)", vnetHeader: offload, offload: offload)
+        let secondary = try TapDevice(name: "ts\(short)", vnetHeader: offload, offload: offload)
         var configuration = TapProxy.Configuration()
         configuration.compare = compare
+        if offload { configuration.largeStoreBuffers = 1024 }
         proxy = try TapProxy(client: client, primary: primary, secondary: secondary, configuration: configuration)
         let events = self.events
         proxy.onDivergence = { event in events.append(event) }
@@ -174,6 +177,11 @@ public final class ColoLab: @unchecked Sendable {
     /// The comparer's counters, read on the data thread.
     public func compareCounters() -> CompareCounters {
         proxy.perform { $0.pipeline.comparer.counters } ?? CompareCounters()
+    }
+
+    /// The proxy's port counters (frames in and out, large frames), read on the data thread.
+    public func portCounters() -> TapProxy.Counters {
+        proxy.perform { $0.counters } ?? TapProxy.Counters()
     }
 
     /// Takes the primary off the network (its link and loopback down), as a dead primary would be.

@@ -61,8 +61,13 @@ public final class TapDevice {
     ///   - vnetHeader: IFF_VNET_HDR: every frame is preceded by a virtio-net header. Offloads stay off (TUNSETOFFLOAD
     ///     0), so the kernel still hands over whole, checksummed frames and writers may send a zeroed header.
     ///   - vnetHeaderLength: TUNSETVNETHDRSZ; nil keeps the kernel's default.
+    ///   - offload: with `vnetHeader`, lets the kernel hand over partial checksums and TCP segments of up to 64 KiB
+    ///     (TUNSETOFFLOAD CSUM|TSO4|TSO6|TSO_ECN), described by each frame's virtio-net header: the interface then
+    ///     advertises TSO to its stack, as a virtio NIC does. The reader must keep the header with the frame and
+    ///     give it back when sending (``readFrame(header:into:spill:)``, ``writeFrame(header:_:)``).
     public init(
-        name: String, mode: Mode = .tap, vnetHeader: Bool = false, vnetHeaderLength: Int? = nil
+        name: String, mode: Mode = .tap, vnetHeader: Bool = false, vnetHeaderLength: Int? = nil,
+        offload: Bool = false
     ) throws(PortError) {
         let opened = CColoLinux_tunOpen()
         if opened < 0 {
@@ -97,16 +102,23 @@ public final class TapDevice {
             if current < 0 { throw fail("TUNGETVNETHDRSZ", kernelName, -current) }
             headerLength = Int(current)
         }
-        // No offloads: without them the stack checksums and segments in software, so every frame read is complete
-        // and comparable byte for byte, and nothing depends on the reader honouring the header's GSO fields.
-        let offload = CColoLinux_tunSetOffload(opened, 0)
-        if offload < 0 { throw fail("TUNSETOFFLOAD 0", kernelName, -offload) }
+        // No offloads unless asked: without them the stack checksums and segments in software, so every frame read
+        // is complete and comparable byte for byte, and nothing depends on the reader honouring the header's GSO
+        // fields. Offloads need the header to describe the frames.
+        let offloads =
+            offload && vnetHeader ? CColoLinux_tunOffloadChecksum | CColoLinux_tunOffloadTCPSegmentation : 0
+        let offloadSet = CColoLinux_tunSetOffload(opened, offloads)
+        if offloadSet < 0 { throw fail("TUNSETOFFLOAD \(offloads)", kernelName, -offloadSet) }
 
         self.name = kernelName
         self.mode = mode
         self.fileDescriptor = opened
         self.vnetHeaderLength = headerLength
+        self.offloads = offloads != 0
     }
+
+    /// Whether the kernel may hand over partial checksums and 64 KiB TCP segments (see `init`'s `offload`).
+    public let offloads: Bool
 
     deinit { close() }
 
@@ -143,6 +155,68 @@ public final class TapDevice {
         } catch {
             counters.errors &+= 1
             throw failure("write", error.code, hint: transferHint(error.code, writing: true))
+        }
+    }
+
+    /// Reads one frame with its virtio-net header split off: the header's ``vnetHeaderLength`` bytes go to `header`,
+    /// the frame to `buffer` and, past its end, to `spill` (for 64 KiB segments with offloads on, or jumbo frames).
+    /// Returns the frame's length without the header (nil when none is waiting); the first `buffer.count` bytes are
+    /// in `buffer`, the rest at the start of `spill`. A frame longer than both is cut to their sum.
+    public func readFrame(
+        header: UnsafeMutableRawPointer, into buffer: UnsafeMutableRawBufferPointer,
+        spill: UnsafeMutableRawBufferPointer
+    ) throws(PortError) -> Int? {
+        let headerLength = vnetHeaderLength
+        return try withUnsafeTemporaryAllocation(of: iovec.self, capacity: 3) { vectors throws(PortError) -> Int? in
+            var n = 0
+            if headerLength > 0 {
+                vectors[n] = iovec(iov_base: header, iov_len: headerLength)
+                n += 1
+            }
+            vectors[n] = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+            vectors[n + 1] = iovec(iov_base: spill.baseAddress, iov_len: spill.count)
+            let read: Int?
+            do throws(TapSystemCall.Errno) {
+                read = try TapSystemCall.readVector(fileDescriptor, vectors.baseAddress!, count: Int32(n + 2))
+            } catch {
+                counters.errors &+= 1
+                throw failure("read", error.code, hint: transferHint(error.code, writing: false))
+            }
+            guard let count = read else { return nil }
+            guard count >= headerLength else {
+                counters.errors &+= 1
+                throw failure("read", EPROTO, hint: "frame shorter than its \(headerLength)-byte virtio-net header")
+            }
+            counters.framesIn &+= 1
+            counters.bytesIn &+= UInt64(count - headerLength)
+            return count - headerLength
+        }
+    }
+
+    /// Writes `frame` behind a virtio-net header taken from `header` (``vnetHeaderLength`` bytes; ignored when the
+    /// device has none). Returns false when the kernel would block, as ``write(_:)``.
+    public func writeFrame(header: UnsafeRawPointer, _ frame: UnsafeRawBufferPointer) throws(PortError) -> Bool {
+        let headerLength = vnetHeaderLength
+        return try withUnsafeTemporaryAllocation(of: iovec.self, capacity: 2) { vectors throws(PortError) -> Bool in
+            var n = 0
+            if headerLength > 0 {
+                vectors[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: header), iov_len: headerLength)
+                n += 1
+            }
+            vectors[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: frame.baseAddress), iov_len: frame.count)
+            do throws(TapSystemCall.Errno) {
+                guard try TapSystemCall.writeVector(fileDescriptor, vectors.baseAddress!, count: Int32(n + 1)) != nil
+                else {
+                    counters.writeWouldBlock &+= 1
+                    return false
+                }
+                counters.framesOut &+= 1
+                counters.bytesOut &+= UInt64(frame.count)
+                return true
+            } catch {
+                counters.errors &+= 1
+                throw failure("write", error.code, hint: transferHint(error.code, writing: true))
+            }
         }
     }
 

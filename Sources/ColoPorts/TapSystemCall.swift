@@ -37,4 +37,30 @@ enum TapSystemCall {
             throw Errno(code: code)
         }
     }
+
+    /// Reads one frame scattered over `vectors` (header, buffer, spill); the count read, nil for EAGAIN.
+    @inline(__always)
+    static func readVector(_ descriptor: Int32, _ vectors: UnsafePointer<iovec>, count: Int32) throws(Errno) -> Int? {
+        while true {
+            let result = readv(descriptor, vectors, count)
+            if result >= 0 { return result }
+            let code = errno
+            if code == EINTR { continue }
+            if code == EAGAIN || code == EWOULDBLOCK { return nil }
+            throw Errno(code: code)
+        }
+    }
+
+    /// Writes one frame gathered from `vectors` (header, frame).
+    @inline(__always)
+    static func writeVector(_ descriptor: Int32, _ vectors: UnsafePointer<iovec>, count: Int32) throws(Errno) -> Int? {
+        while true {
+            let result = writev(descriptor, vectors, count)
+            if result >= 0 { return result }
+            let code = errno
+            if code == EINTR { continue }
+            if code == EAGAIN || code == EWOULDBLOCK { return nil }
+            throw Errno(code: code)
+        }
+    }
 }

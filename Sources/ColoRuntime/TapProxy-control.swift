@@ -54,6 +54,8 @@ extension TapProxy: RunningProxy {
                 ]),
                 "write-refused": .integer(Int64(counters.writeRefused)),
                 "store-full": .integer(Int64(counters.storeFull)),
+                "offload-refused": .integer(Int64(counters.offloadRefused)),
+                "large-frames-in": .integer(Int64(counters.largeFramesIn)),
             ]),
             "compare": .object([
                 "released": .integer(Int64(compare.released)), "dropped": .integer(Int64(compare.dropped)),

@@ -22,6 +22,9 @@ public final class TapProxy: @unchecked Sendable {
         /// Frames read from one device before the others get their turn.
         public var batchSize = 64
         public var storeBuffers = 16384
+        /// Buffers for frames larger than 2 KiB: jumbo frames, and the 64 KiB TCP segments of devices with
+        /// offloads on (each held one until compared).
+        public var largeStoreBuffers = 16
         public init() {}
     }
 
@@ -34,10 +37,18 @@ public final class TapProxy: @unchecked Sendable {
         public var readErrors: UInt64 = 0
         /// Frames that arrived while the packet store was full.
         public var storeFull: UInt64 = 0
+        /// Frames read that were larger than 2 KiB: with offloads on, TCP segments the stack did not cut.
+        public var largeFramesIn: UInt64 = 0
+        /// Frames with offloads (partial checksum, 64 KiB segment) for a device without a virtio-net header, which
+        /// could not describe them: not sent. (The command line gives all three devices the same offloads.)
+        public var offloadRefused: UInt64 = 0
+
+        public init() {}
 
         public static func == (a: Counters, b: Counters) -> Bool {
             a.framesIn == b.framesIn && a.framesOut == b.framesOut && a.writeRefused == b.writeRefused
-                && a.readErrors == b.readErrors && a.storeFull == b.storeFull
+                && a.readErrors == b.readErrors && a.storeFull == b.storeFull && a.offloadRefused == b.offloadRefused
+                && a.largeFramesIn == b.largeFramesIn
         }
     }
 
@@ -56,6 +67,11 @@ public final class TapProxy: @unchecked Sendable {
     private let mailbox: DataThreadMailbox<TapProxy>
     private var eventsSeen = 0
     var tally = MetricsTally()
+    /// The virtio-net header of the frame being read or written (vnet_hdr devices).
+    private let headerScratch = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 16)
+    /// Where a read puts what does not fit a small buffer (a 64 KiB segment), before it moves to a large one.
+    private let spill = UnsafeMutableRawBufferPointer.allocate(
+        byteCount: PacketStore.largeSize - PacketStore.smallSize, alignment: 64)
 
     public init(
         client: TapDevice, primary: TapDevice, secondary: TapDevice, configuration: Configuration = Configuration()
@@ -66,9 +82,14 @@ public final class TapProxy: @unchecked Sendable {
         self.primary = primary
         self.secondary = secondary
         self.configuration = configuration
-        store = PacketStore(small: configuration.storeBuffers, large: 16)
+        store = PacketStore(small: configuration.storeBuffers, large: configuration.largeStoreBuffers)
         pipeline = ColoPipeline(store: store, compare: configuration.compare)
         mailbox = try DataThreadMailbox(device: "wake-up pipe")
+    }
+
+    deinit {
+        headerScratch.deallocate()
+        spill.deallocate()
     }
 
     /// Asks `run` to return (from any thread, or a signal handler's helper thread).
@@ -108,32 +129,53 @@ public final class TapProxy: @unchecked Sendable {
     }
 
     private func readBatch(from device: TapDevice, source: PacketSource, now: UInt64) {
+        let headerLength = device.vnetHeaderLength
         for _ in 0..<configuration.batchSize {
-            guard let ref = store.acquire(length: PacketStore.smallSize) else {
+            guard let small = store.acquire(length: PacketStore.smallSize) else {
                 counters.storeFull &+= 1
                 // Read the frame anyway so the device's queue moves; it is counted, not compared.
-                var scratch = [UInt8](repeating: 0, count: PacketStore.smallSize)
-                let discarded: Int?? = scratch.withUnsafeMutableBytes { try? device.read(into: $0) }
-                guard case .some(.some) = discarded else { return }
+                let discarded = try? device.readFrame(
+                    header: headerScratch, into: UnsafeMutableRawBufferPointer(rebasing: spill[0..<0]), spill: spill)
+                guard discarded != nil else { return }
                 continue
             }
-            let length: Int?
+            let read: Int?
             do throws(PortError) {
-                length = try device.read(into: store.buffer(ref))
+                read = try device.readFrame(header: headerScratch, into: store.buffer(small), spill: spill)
             } catch {
                 counters.readErrors &+= 1
-                store.release(ref)
+                store.release(small)
                 return
             }
-            guard let length else {
-                store.release(ref)
+            guard let length = read else {
+                store.release(small)
                 return
+            }
+            var ref = small
+            if length > PacketStore.smallSize {
+                // A 64 KiB segment (offloads) or a jumbo frame: it moves to a large buffer.
+                guard let large = store.acquire(length: length) else {
+                    counters.storeFull &+= 1
+                    store.release(small)
+                    continue
+                }
+                let target = store.buffer(large)
+                target.baseAddress!.copyMemory(
+                    from: store.buffer(small).baseAddress!, byteCount: PacketStore.smallSize)
+                (target.baseAddress! + PacketStore.smallSize).copyMemory(
+                    from: spill.baseAddress!, byteCount: length - PacketStore.smallSize)
+                store.release(small)
+                ref = large
+                counters.largeFramesIn &+= 1
             }
             let meta = store.metadata(ref)
             meta.pointee.length = length
             meta.pointee.linkType = device.mode.linkType
             meta.pointee.source = source
             meta.pointee.receivedAt = now
+            if headerLength >= VirtioNetHeader.size {
+                meta.pointee.offload = VirtioNetHeader(loadingFrom: headerScratch)
+            }
             store.reparse(ref)
             switch source {
             case .client:
@@ -166,8 +208,19 @@ public final class TapProxy: @unchecked Sendable {
 
     private func write(_ list: inout [PacketRef], to device: TapDevice, _ count: (inout Counters) -> Void) {
         guard !list.isEmpty else { return }
+        let headerLength = device.vnetHeaderLength
         for ref in list {
-            let sent = (try? device.write(store.frame(ref))) ?? false
+            let sent: Bool
+            if headerLength > 0 {
+                store.metadata(ref).pointee.offload.store(into: headerScratch, length: headerLength)
+                sent = (try? device.writeFrame(header: headerScratch, store.frame(ref))) ?? false
+            } else if store.metadata(ref).pointee.offload.isEmpty {
+                sent = (try? device.write(store.frame(ref))) ?? false
+            } else {
+                counters.offloadRefused &+= 1
+                store.release(ref)
+                continue
+            }
             if sent { count(&counters) } else { counters.writeRefused &+= 1 }
             store.release(ref)
         }

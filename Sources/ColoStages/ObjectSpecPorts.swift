@@ -90,7 +90,8 @@ public enum PortKind: String, CaseIterable, Hashable, Sendable {
     private static let id = Key("id", .identifier, required: true)
 
     private static let tapSchema = ObjectSpecSchema(
-        kind: "tap", keys: [id, Key("ifname", .interfaceName, required: true), Key("vnet_hdr", .boolean)])
+        kind: "tap",
+        keys: [id, Key("ifname", .interfaceName, required: true), Key("vnet_hdr", .boolean), Key("offload", .boolean)])
     private static let tunSchema = ObjectSpecSchema(
         kind: "tun", keys: [id, Key("ifname", .interfaceName, required: true)])
     private static let socketSchema = ObjectSpecSchema(
@@ -130,22 +131,28 @@ public struct TapPortSpec: Hashable, Sendable {
     public var interfaceName: String
     /// Frames carry a virtio-net header (IFF_VNET_HDR).
     public var vnetHeader: Bool
+    /// `offload=on`: the interface offers checksum and TCP segmentation offload to its stack (as a virtio NIC with
+    /// those features does), so it hands the proxy partial checksums and TCP segments of up to 64 KiB, compared as
+    /// the byte streams they are and forwarded with their virtio-net header. Implies `vnet_hdr`.
+    public var offload: Bool
 
-    public init(id: String, interfaceName: String, vnetHeader: Bool = false) {
+    public init(id: String, interfaceName: String, vnetHeader: Bool = false, offload: Bool = false) {
         self.id = id
         self.interfaceName = interfaceName
-        self.vnetHeader = vnetHeader
+        self.vnetHeader = vnetHeader || offload
+        self.offload = offload
     }
 
     init(_ checked: CheckedOptions) throws(ObjectSpecError) {
         self.init(
             id: try checked.required("id"), interfaceName: try checked.required("ifname"),
-            vnetHeader: checked.flag("vnet_hdr") ?? false)
+            vnetHeader: checked.flag("vnet_hdr") ?? false, offload: checked.flag("offload") ?? false)
     }
 
     var specValues: [String: String] {
         var values = ["id": id, "ifname": interfaceName]
         if vnetHeader { values["vnet_hdr"] = "on" }
+        if offload { values["offload"] = "on" }
         return values
     }
 }

@@ -27,6 +27,9 @@ public struct PacketMetadata: Sendable {
     public var source: PacketSource = .other
     /// Bytes of virtio-net header in front of the frame (QEMU's vnet_hdr_support); kept to forward unchanged.
     public var vnetHeaderLength: Int = 0
+    /// The offloads of a frame read from a TAP device with offloads on (partial checksum, 64 KiB TCP segments);
+    /// written back in front of the frame wherever it is sent. Empty for complete frames.
+    public var offload = VirtioNetHeader()
     public var track = TrackResult.untracked(zone: 0)
     /// Intrusive link for the queue the packet sits in (compare queues); `.max` when none.
     @usableFromInline var next: UInt32 = .max

@@ -123,6 +123,8 @@ public final class Rewriter {
         }
         let layout = meta.pointee.layout
         let bytes = store.mutableFrame(ref)
+        let keep = PartialChecksum(meta, bytes)
+        defer { keep.restore(bytes) }
         if layout.transportHeaderLength > 20, let echo = timestampEcho(packet) {
             let timestampDelta = learnOrReadTimestampOffset(handle, clientEcho: echo)
             if timestampDelta != 0 {
@@ -167,6 +169,8 @@ public final class Rewriter {
             let key = FlowKey(packet: store.packet(ref), zone: secondaryZone)
             learnOffset(handle, key: key, syn: syn, seq: seq, delta: &delta)
         }
+        let keep = PartialChecksum(meta, store.mutableFrame(ref))
+        defer { keep.restore(store.mutableFrame(ref)) }
         if meta.pointee.layout.transportHeaderLength > 20, let value = timestampValue(store.packet(ref)) {
             let timestampDelta = secondaryTimestamp(handle, ref: ref, in: store, value: value, syn: syn)
             if timestampDelta != 0 {
@@ -414,4 +418,28 @@ public struct RewriterCounters: Sendable, Equatable {
     public var rewrittenFromSecondary: UInt64 = 0
     public var checkpoints: UInt64 = 0
     public init() {}
+}
+
+/// A frame with a partial checksum (read with offloads on): its TCP checksum field holds only the pseudo-header
+/// sum, and whoever sends it last sums the header as edited. Edits to seq, ack, SACK edges or timestamps must then
+/// leave the field as it was; this saves it before and puts it back after (and does nothing for complete frames).
+struct PartialChecksum {
+    let offset: Int
+    let value: UInt16
+
+    @inline(__always)
+    init(_ meta: UnsafeMutablePointer<PacketMetadata>, _ bytes: UnsafeMutableRawBufferPointer) {
+        guard meta.pointee.offload.needsChecksum else {
+            offset = -1
+            value = 0
+            return
+        }
+        offset = meta.pointee.layout.transportOffset + 16
+        value = bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self)
+    }
+
+    @inline(__always)
+    func restore(_ bytes: UnsafeMutableRawBufferPointer) {
+        if offset >= 0 { bytes.storeBytes(of: value, toByteOffset: offset, as: UInt16.self) }
+    }
 }

@@ -8,7 +8,10 @@ import Testing
 struct RewriterTests {
     /// Stores a secondary packet, tracks it in the secondary's zone and rewrites it, returning the result.
     static func rewrittenFromSecondary(_ h: PipelineHarness, _ frame: [UInt8]) -> [UInt8] {
-        guard let ref = frame.withUnsafeBytes({ h.store.store($0, linkType: .ethernet, source: .secondary, receivedAt: h.now) })
+        guard
+            let ref = frame.withUnsafeBytes({
+                h.store.store($0, linkType: .ethernet, source: .secondary, receivedAt: h.now)
+            })
         else { return [] }
         h.store.metadata(ref).pointee.track = h.pipeline.tracker.track(
             h.store.packet(ref), zone: ColoPipeline.secondaryZone, now: h.now)
@@ -17,7 +20,8 @@ struct RewriterTests {
         return Array(h.store.frame(ref))
     }
 
-    @Test("Client-initiated, IPv4 and IPv6: every later segment carries the right seq/ack/SACK edges and checksum",
+    @Test(
+        "Client-initiated, IPv4 and IPv6: every later segment carries the right seq/ack/SACK edges and checksum",
         arguments: [false, true])
     func clientInitiated(v6: Bool) throws {
         let h = PipelineHarness()
@@ -41,8 +45,13 @@ struct RewriterTests {
             #expect(seen.checksumValid)
             // The client acks with a SACK block over the primary's bytes.
             let left = c.primaryNext &- 50
-            h.fromClient(c.client([.ack], [UInt8(round)], options: [.noOperation, .noOperation,
-                .sack([SACKEdge(left: left, right: c.primaryNext)])]))
+            h.fromClient(
+                c.client(
+                    [.ack], [UInt8(round)],
+                    options: [
+                        .noOperation, .noOperation,
+                        .sack([SACKEdge(left: left, right: c.primaryNext)]),
+                    ]))
             let last = try #require(h.secondary.last)
             let toSecondary = try #require(parsed(last))
             #expect(toSecondary.ack == c.primaryNext &+ offset, "ack += offset, round \(round)")
@@ -50,6 +59,66 @@ struct RewriterTests {
             #expect(toSecondary.checksumValid)
         }
         #expect(h.events.isEmpty)
+    }
+
+    @Test(
+        "Partial-checksum segments (TAP offloads): seq/ack/SACK rewritten, checksum field left as sent, header kept",
+        arguments: [false, true])
+    func partialChecksum(v6: Bool) throws {
+        let h = PipelineHarness()
+        var c = ReplicaConversation(v6: v6)
+        c.handshake(h)
+        let offset = c.secondaryISN &- c.primaryISN
+        var header = VirtioNetHeader()
+        header.flags = VirtioNetHeader.needsChecksumFlag
+        header.gsoType = v6 ? 4 : 1
+        header.gsoSize = 1448
+        func checksumField(_ frame: [UInt8]) throws -> [UInt8] {
+            let t = try #require(parsed(frame)).layout.transportOffset
+            return Array(frame[(t + 16)..<(t + 18)])
+        }
+
+        // A 3000-byte segment from the secondary (one 64 KiB-style frame, larger than an MTU): seq -= offset.
+        let data = bytes(3000, seed: 5)
+        h.fromPrimary(c.primary([.ack, .psh], data))
+        let sent = c.secondary([.ack, .psh], data)
+        let ref = try #require(
+            sent.withUnsafeBytes {
+                h.store.store($0, linkType: .ethernet, source: .secondary, receivedAt: h.now)
+            })
+        h.store.metadata(ref).pointee.offload = header
+        h.store.metadata(ref).pointee.track = h.pipeline.tracker.track(
+            h.store.packet(ref), zone: ColoPipeline.secondaryZone, now: h.now)
+        h.pipeline.rewriter.rewriteFromSecondary(ref, in: h.store)
+        let out = Array(h.store.frame(ref))
+        h.store.release(ref)
+        #expect(parsed(out)?.seq == c.primaryNext &- 3000, "seq -= offset")
+        #expect(try checksumField(out) == checksumField(sent), "the pseudo-header sum stays for the final sender")
+
+        // A client ACK with a SACK block: the mirror copy gets ack += offset and the same header.
+        let left = c.primaryNext &- 1000
+        let ack = c.client(
+            [.ack], [], options: [.noOperation, .noOperation, .sack([SACKEdge(left: left, right: c.primaryNext)])])
+        let clientRef = try #require(
+            ack.withUnsafeBytes {
+                h.store.store($0, linkType: .ethernet, source: .client, receivedAt: h.now)
+            })
+        h.store.metadata(clientRef).pointee.offload = header
+        h.pipeline.fromClient(clientRef, now: h.now)
+        let copy = try #require(h.pipeline.toSecondary.last)
+        #expect(h.store.metadata(copy).pointee.offload == header, "the virtio-net header travels with the copy")
+        h.collect()
+        let toSecondary = try #require(h.secondary.last)
+        #expect(parsed(toSecondary)?.ack == c.primaryNext &+ offset)
+        #expect(parsed(toSecondary)?.sack == [SACKEdge(left: left &+ offset, right: c.primaryNext &+ offset)])
+        #expect(try checksumField(toSecondary) == checksumField(ack))
+        #expect(h.primary.last == ack, "the primary's copy is untouched")
+
+        // The same ACK without offloads: the checksum is updated (and valid).
+        h.fromClient(ack)
+        let complete = try #require(h.secondary.last)
+        #expect(try checksumField(complete) != checksumField(ack))
+        #expect(parsed(complete)?.checksumValid == true)
     }
 
     @Test("The offset is learned from the client's ACK alone when the primary's SYN|ACK is not seen")

@@ -24,12 +24,13 @@ private final class Lines: @unchecked Sendable {
 @Suite("Lab scenarios (demo, datagrams, checkpoint)", .serialized)
 struct LabScenarioTests {
     @Test(
-        "colo-proxy demo --scenario all, over IPv4 and IPv6: every scenario passes and the summary says so",
-        arguments: [false, true])
-    func demo(ipv6: Bool) throws {
+        "colo-proxy demo --scenario all, over IPv4 and IPv6, TAP offloads off and on: every scenario passes",
+        arguments: [false, true], [false, true])
+    func demo(ipv6: Bool, offload: Bool) throws {
         guard requireRoot("the demo builds network namespaces and TAP devices") else { return }
         let lines = Lines()
-        let results = DemoRunner(ipv6: ipv6, output: { lines.append($0) }).run(DemoScenario.allCases)
+        let results = DemoRunner(ipv6: ipv6, offload: offload, output: { lines.append($0) }).run(
+            DemoScenario.allCases)
         let report = lines.text
         #expect(results.map(\.scenario) == DemoScenario.allCases)
         for result in results { #expect(result.passed, "\(result.scenario): \(result.failures)\n\(report)") }

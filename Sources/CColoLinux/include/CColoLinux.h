@@ -91,6 +91,11 @@ static inline int CColoLinux_tunGetVnetHeaderSize(int fd) {
     return result < 0 ? -errno : size;
 }
 
+/// The offloads a reader of a vnet_hdr device can take (TUNSETOFFLOAD): partial checksums, and TCP segmentation
+/// (IPv4, IPv6, with ECN) so that the stack hands over segments of up to 64 KiB described by the virtio-net header.
+static const unsigned int CColoLinux_tunOffloadChecksum = TUN_F_CSUM;
+static const unsigned int CColoLinux_tunOffloadTCPSegmentation = TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+
 /// TUNSETOFFLOAD: which offloads (TUN_F_CSUM, TUN_F_TSO4, …) the reader accepts; 0 makes the kernel hand over only
 /// complete, checksummed frames.
 static inline int CColoLinux_tunSetOffload(int fd, unsigned int offloads) {
