@@ -26,7 +26,7 @@ struct ConfigFileTests {
             #expect(channels.isEmpty, "\(file): every name is a port")
         }
         let lab = try RunConfiguration.load(path: Self.configs + "/lab.toml")
-        #expect(lab.shortcut?.primary == .tap(TapPortSpec(id: "p", interfaceName: "colo-p")))
+        #expect(lab.shortcut?.primary == .tap(TapPortSpec(id: "p", interfaceName: "colo-p", offload: true)))
         #expect(lab.metrics == "127.0.0.1:9100")
         #expect(lab.resolvedOnDivergence == "release")
         let qemu = try RunConfiguration.load(path: Self.configs + "/two-host-qemu.toml")
