@@ -68,6 +68,7 @@ extension GraphProxy: RunningProxy {
                 "dump-errors": .integer(Int64(counters.dumpErrors)),
                 "passed": .integer(Int64(counters.passed)), "loops": .integer(Int64(counters.loops)),
                 "link-mismatch": .integer(Int64(counters.linkMismatch)),
+                "paused-turns": .integer(Int64(pausedTurns)),
             ]),
             "conntrack": .object([
                 "entries": .integer(Int64(tracker.count)), "created": .integer(Int64(conntrack.created)),

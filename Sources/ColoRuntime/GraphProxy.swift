@@ -44,6 +44,15 @@ public final class GraphProxy: @unchecked Sendable {
     public let store: PacketStore
     public let tracker: ConnectionTracker
     public let comparers: [Comparer]
+    /// The port each comparer's primary_in and secondary_in read from directly (nil: a channel, not a port).
+    private let comparerInputs: [(primary: Int?, secondary: Int?)]
+    /// Ports not read this turn: the store is filling with one replica's frames waiting for the other's, and
+    /// reading on would only fill it (frames then read and discarded as store-full). Not reading leaves them in
+    /// the kernel (a stream socket's sender waits), so the other replica catches up first.
+    private var paused: [Bool]
+    private var storePressure = false
+    /// Turns on which some port was paused for store pressure (`query-stats` graph.paused-turns).
+    public private(set) var pausedTurns: UInt64 = 0
     public let rewriters: [Rewriter]
     public private(set) var counters = Counters()
     public var onDivergence: ((DivergenceEvent) -> Void)?
@@ -102,6 +111,10 @@ public final class GraphProxy: @unchecked Sendable {
             rewriters.append(rewriter)
         }
         self.rewriters = rewriters
+        comparerInputs = graph.compares.map { node in
+            (graph.portIDs.firstIndex(of: node.spec.primaryIn), graph.portIDs.firstIndex(of: node.spec.secondaryIn))
+        }
+        paused = Array(repeating: false, count: ports.count)
         comparers = graph.compares.map { node in
             var compare = CompareConfiguration()
             compare.compareTimeout = node.spec.compareTimeoutMilliseconds * 1_000_000
@@ -192,10 +205,14 @@ public final class GraphProxy: @unchecked Sendable {
             owners.removeAll(keepingCapacity: true)
             descriptors.append(pollfd(fd: mailbox.wakeDescriptor, events: Int16(POLLIN), revents: 0))
             owners.append(-1)
+            updatePauses()
             for (index, port) in ports.enumerated() {
                 let before = descriptors.count
                 port.appendPollDescriptors(to: &descriptors)
-                for _ in before..<descriptors.count { owners.append(index) }
+                for slot in before..<descriptors.count {
+                    owners.append(index)
+                    if paused[index] { descriptors[slot].events &= ~Int16(POLLIN) }
+                }
             }
             let ready = poll(&descriptors, nfds_t(descriptors.count), 20)
             let now = monotonicNanoseconds()
@@ -208,8 +225,8 @@ public final class GraphProxy: @unchecked Sendable {
                         reportEvents()
                         continue
                     }
-                    // A port with several descriptors is read once per turn.
-                    guard owner != seen else { continue }
+                    // A port with several descriptors is read once per turn; a paused one not at all.
+                    guard owner != seen, !paused[owner] else { continue }
                     seen = owner
                     receive(from: owner, now: now)
                 }
@@ -221,6 +238,28 @@ public final class GraphProxy: @unchecked Sendable {
             }
             reportEvents()
         }
+    }
+
+    /// Store pressure: above ¾ of the small buffers in use, the input of each comparer side that holds more queued
+    /// packets than the other is paused, until use falls below ½ (or the sides even out). Nothing is paused
+    /// otherwise, so a port never waits on another port's peer.
+    private func updatePauses() {
+        let used = store.inUse
+        let capacity = configuration.storeBuffers
+        if !storePressure && used > capacity / 4 * 3 {
+            storePressure = true
+        } else if storePressure && used < capacity / 2 {
+            storePressure = false
+            for index in paused.indices { paused[index] = false }
+        }
+        guard storePressure else { return }
+        for index in paused.indices { paused[index] = false }
+        for (index, inputs) in comparerInputs.enumerated() {
+            let queued = comparers[index].queuedPackets
+            if queued.primary > queued.secondary, let port = inputs.primary { paused[port] = true }
+            if queued.secondary > queued.primary, let port = inputs.secondary { paused[port] = true }
+        }
+        if paused.contains(true) { pausedTurns &+= 1 }
     }
 
     private func receive(from index: Int, now: UInt64) {

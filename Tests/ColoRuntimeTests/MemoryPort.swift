@@ -46,10 +46,15 @@ final class MemoryPort: FramePort, @unchecked Sendable {
     func receive(into store: PacketStore, limit: Int, now: UInt64, deliver: (PacketRef) -> Void) -> Int {
         var byte: UInt8 = 0
         while Glibc.read(wake.read, &byte, 1) > 0 {}
-        let frames = inbox.withLock { queue -> [[UInt8]] in
-            let taken = queue
-            queue.removeAll()
-            return taken
+        // At most `limit` frames a call, as a real port's batch; the rest wait (and keep the pipe readable).
+        let (frames, more) = inbox.withLock { queue -> ([[UInt8]], Bool) in
+            let taken = Array(queue.prefix(limit))
+            queue.removeFirst(taken.count)
+            return (taken, !queue.isEmpty)
+        }
+        if more {
+            var again: UInt8 = 1
+            _ = Glibc.write(wake.write, &again, 1)
         }
         for frame in frames {
             guard
