@@ -49,12 +49,12 @@ public final class GraphProxy: @unchecked Sendable {
     /// Ports not read this turn: the store is filling with one replica's frames waiting for the other's, and
     /// reading on would only fill it (frames then read and discarded as store-full). Not reading leaves them in
     /// the kernel (a stream socket's sender waits), so the other replica catches up first.
-    private var paused: [Bool]
-    private var storePressure = false
+    @exclusivity(unchecked) private var paused: [Bool]
+    @exclusivity(unchecked) private var storePressure = false
     /// Turns on which some port was paused for store pressure (`query-stats` graph.paused-turns).
-    public private(set) var pausedTurns: UInt64 = 0
+    @exclusivity(unchecked) public private(set) var pausedTurns: UInt64 = 0
     public let rewriters: [Rewriter]
-    public private(set) var counters = Counters()
+    @exclusivity(unchecked) public private(set) var counters = Counters()
     public var onDivergence: ((DivergenceEvent) -> Void)?
     public var onFailover: (() -> Void)?
 
@@ -63,8 +63,14 @@ public final class GraphProxy: @unchecked Sendable {
     private let configuration: Configuration
     private let mailbox: DataThreadMailbox<GraphProxy>
     private var writers: [PcapWriter?]
-    /// Per chain, per slot: on or off (`filter-set-status`).
-    private var enabled: [[Bool]]
+    /// The compiled chains in flat memory of trivial values, for the per-frame walk: reading a stage copies no
+    /// strings and no nested arrays (no retain/release per frame). Chain c's stages are
+    /// `stageList[chainStart[c]..<chainStart[c + 1]]`, each on or off in `stageEnabled` (`filter-set-status`).
+    private let stageList: UnsafeMutablePointer<ObjectGraph.Stage>
+    private let stageEnabled: UnsafeMutablePointer<Bool>
+    private let chainStart: UnsafeMutablePointer<Int>
+    private let chainEnds: UnsafeMutablePointer<ObjectGraph.End>
+    private let compareOutdevs: UnsafeMutablePointer<ObjectGraph.Target>
     /// Where a packet held by the fragment front end continues: chain << 16 | slot, by store index.
     private let resume: UnsafeMutablePointer<UInt32>
     /// The port each stored frame came from (`.max` for copies), by store index: frames of a verdict-holding port
@@ -72,10 +78,10 @@ public final class GraphProxy: @unchecked Sendable {
     private let origin: UnsafeMutablePointer<UInt16>
     private let holdsVerdicts: [Bool]
     private var eventsSeen: [Int]
-    private var releaseScratch: [[PacketRef]]
-    private var failedOver = false
-    var tally = MetricsTally()
-    private var depth = 0
+    @exclusivity(unchecked) private var releaseScratch: [[PacketRef]]
+    @exclusivity(unchecked) private var failedOver = false
+    @exclusivity(unchecked) var tally = MetricsTally()
+    @exclusivity(unchecked) private var depth = 0
     /// Per colo-compare, its `notify_dev` port (checkpoint requests out, checkpoint-done in), if it has one.
     private var notifyPorts: [SocketPort?] = []
     /// Per Ethernet port, 12 bytes: the destination and source MAC of the last frame it handed over, for giving
@@ -125,7 +131,24 @@ public final class GraphProxy: @unchecked Sendable {
         }
         eventsSeen = Array(repeating: 0, count: graph.compares.count)
         releaseScratch = Array(repeating: [], count: graph.compares.count)
-        enabled = graph.chains.map { chain in chain.slots.map { graph.initialStatus[$0.objectID] ?? true } }
+        let stageCount = graph.chains.reduce(0) { $0 + $1.slots.count }
+        stageList = .allocate(capacity: max(1, stageCount))
+        stageEnabled = .allocate(capacity: max(1, stageCount))
+        chainStart = .allocate(capacity: graph.chains.count + 1)
+        chainEnds = .allocate(capacity: max(1, graph.chains.count))
+        var cursor = 0
+        for (index, chain) in graph.chains.enumerated() {
+            chainStart[index] = cursor
+            (chainEnds + index).initialize(to: chain.end)
+            for slot in chain.slots {
+                (stageList + cursor).initialize(to: slot.stage)
+                (stageEnabled + cursor).initialize(to: graph.initialStatus[slot.objectID] ?? true)
+                cursor += 1
+            }
+        }
+        chainStart[graph.chains.count] = cursor
+        compareOutdevs = .allocate(capacity: max(1, graph.compares.count))
+        for (index, node) in graph.compares.enumerated() { (compareOutdevs + index).initialize(to: node.outdev) }
         let total = configuration.storeBuffers + 64
         resume = .allocate(capacity: total)
         resume.initialize(repeating: 0, count: total)
@@ -174,6 +197,11 @@ public final class GraphProxy: @unchecked Sendable {
     }
 
     deinit {
+        stageList.deallocate()
+        stageEnabled.deallocate()
+        chainStart.deallocate()
+        chainEnds.deallocate()
+        compareOutdevs.deallocate()
         resume.deallocate()
         origin.deallocate()
         framing.deallocate()
@@ -300,12 +328,13 @@ public final class GraphProxy: @unchecked Sendable {
             store.release(ref)
             return
         }
-        let slots = graph.chains[chain].slots
+        let first = chainStart[chain]
+        let count = chainStart[chain + 1] - first
         var position = start
-        while position < slots.count {
+        while position < count {
             defer { position += 1 }
-            guard enabled[chain][position] else { continue }
-            switch slots[position].stage {
+            guard stageEnabled[first + position] else { continue }
+            switch stageList[first + position] {
             case .mirror(let target):
                 guard let copy = duplicate(ref) else {
                     counters.mirrorRefused &+= 1
@@ -344,7 +373,7 @@ public final class GraphProxy: @unchecked Sendable {
                 }
             }
         }
-        switch graph.chains[chain].end {
+        switch chainEnds[chain] {
         case .deliver(let target):
             deliver(ref, to: target, now: now)
         case .send(let port):
@@ -413,7 +442,7 @@ public final class GraphProxy: @unchecked Sendable {
     private func drain(_ index: Int, now: UInt64) {
         let comparer = comparers[index]
         if !comparer.released.isEmpty {
-            let target = graph.compares[index].outdev
+            let target = compareOutdevs[index]
             // Swapped out first (no copy, no allocation): delivering can reach this comparer again.
             var released = releaseScratch[index]
             releaseScratch[index] = []
@@ -531,7 +560,7 @@ public final class GraphProxy: @unchecked Sendable {
         var found = false
         for chain in graph.chains.indices {
             for slot in graph.chains[chain].slots.indices where graph.chains[chain].slots[slot].objectID == id {
-                enabled[chain][slot] = on
+                stageEnabled[chainStart[chain] + slot] = on
                 found = true
             }
         }

@@ -230,12 +230,19 @@ extension Comparer {
     }
 
     /// Drops secondary segments whose bytes are all before `verified`.
+    ///
+    /// The queue is in sequence order and holds only segments with bytes, so the walk stops at the first one that
+    /// starts at or after `verified`: neither it nor any later one can end before it. (Walking the whole queue made
+    /// every comparison step cost the length of the secondary's lead: with the secondary 1,000 segments ahead, half
+    /// of the proxy's time went here.)
     func dropVerifiedSecondary(_ slot: Int) {
         let verified = connections[slot].verified
         var current = connections[slot].secondary.head
         while !current.isNone {
             let next = store.next(current)
-            if TCPSequence.atOrBefore(segment(current).end, verified) {
+            let s = segment(current)
+            if TCPSequence.atOrBefore(verified, s.seq) { return }
+            if TCPSequence.atOrBefore(s.end, verified) {
                 connections[slot].secondary.remove(current, store)
                 drop(current)
             }
