@@ -161,9 +161,10 @@ func mix(_ a: UInt64, _ b: UInt64) -> UInt64 {
 extension FlowKey {
     /// The key of an IP packet's own flow. ICMP errors get the key of the error message itself (their
     /// relation to a connection is found through the quoted packet instead).
-    /// Always inlined: returned through memory, the key was stored with 8-byte writes and read back by the
-    /// caller with 16-byte loads, which store forwarding cannot serve.
-    @inlinable @inline(__always)
+    /// Transparent (inlined even where `@inline(__always)` was not honoured): returned through memory, the key
+    /// was stored with 8-byte writes and read back by the caller with 16-byte loads, which store forwarding
+    /// cannot serve.
+    @_transparent
     public init(packet: Packet, zone: UInt16) {
         let b = packet.bytes
         let n = packet.layout.networkOffset
