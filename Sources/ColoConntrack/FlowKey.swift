@@ -58,8 +58,9 @@ public struct FlowKey: Hashable, Sendable, CustomStringConvertible {
             family: family)
     }
 
-    @inlinable init(sourceHigh: UInt64, sourceLow: UInt64, destinationHigh: UInt64, destinationLow: UInt64, tail: UInt64)
-    {
+    @inlinable init(
+        sourceHigh: UInt64, sourceLow: UInt64, destinationHigh: UInt64, destinationLow: UInt64, tail: UInt64
+    ) {
         self.sourceHigh = sourceHigh
         self.sourceLow = sourceLow
         self.destinationHigh = destinationHigh

@@ -42,15 +42,39 @@ public final class StreamGenerator {
             let toReplica = IPv4Spec(source: client, destination: replica)
             let fromReplica = IPv4Spec(source: replica, destination: client)
             let options: [TCPOptionSpec] = [.windowScale(7)]
-            feed(.client, PacketBuilder.tcp4(TCPSpec(sourcePort: port, destinationPort: 80, sequenceNumber: 1, flags: .syn, options: options), ip: toReplica))
-            feed(.primary, PacketBuilder.tcp4(TCPSpec(sourcePort: 80, destinationPort: port, sequenceNumber: primaryISN, acknowledgmentNumber: 2, flags: [.syn, .ack], options: options), ip: fromReplica))
-            feed(.secondary, PacketBuilder.tcp4(TCPSpec(sourcePort: 80, destinationPort: port, sequenceNumber: secondaryISN, acknowledgmentNumber: 2, flags: [.syn, .ack], options: options), ip: fromReplica))
-            var ackSpec = TCPSpec(sourcePort: port, destinationPort: 80, sequenceNumber: 2, acknowledgmentNumber: primaryISN + 1, flags: .ack)
+            feed(
+                .client,
+                PacketBuilder.tcp4(
+                    TCPSpec(sourcePort: port, destinationPort: 80, sequenceNumber: 1, flags: .syn, options: options),
+                    ip: toReplica))
+            feed(
+                .primary,
+                PacketBuilder.tcp4(
+                    TCPSpec(
+                        sourcePort: 80, destinationPort: port, sequenceNumber: primaryISN, acknowledgmentNumber: 2,
+                        flags: [.syn, .ack], options: options), ip: fromReplica))
+            feed(
+                .secondary,
+                PacketBuilder.tcp4(
+                    TCPSpec(
+                        sourcePort: 80, destinationPort: port, sequenceNumber: secondaryISN, acknowledgmentNumber: 2,
+                        flags: [.syn, .ack], options: options), ip: fromReplica))
+            var ackSpec = TCPSpec(
+                sourcePort: port, destinationPort: 80, sequenceNumber: 2, acknowledgmentNumber: primaryISN + 1,
+                flags: .ack)
             ackSpec.window = 65535
             feed(.client, PacketBuilder.tcp4(ackSpec, ip: toReplica))
-            let primary = PacketBuilder.tcp4(TCPSpec(sourcePort: 80, destinationPort: port, sequenceNumber: primaryISN + 1, acknowledgmentNumber: 2, flags: [.ack, .psh], payload: payload), ip: fromReplica)
-            let secondary = PacketBuilder.tcp4(TCPSpec(sourcePort: 80, destinationPort: port, sequenceNumber: secondaryISN &+ 1, acknowledgmentNumber: 2, flags: [.ack, .psh], payload: payload), ip: fromReplica)
-            let layout = primary.withUnsafeBytes { (try? PacketParser.parse($0, linkType: .ethernet)) ?? PacketLayout() }
+            let primary = PacketBuilder.tcp4(
+                TCPSpec(
+                    sourcePort: 80, destinationPort: port, sequenceNumber: primaryISN + 1, acknowledgmentNumber: 2,
+                    flags: [.ack, .psh], payload: payload), ip: fromReplica)
+            let secondary = PacketBuilder.tcp4(
+                TCPSpec(
+                    sourcePort: 80, destinationPort: port, sequenceNumber: secondaryISN &+ 1, acknowledgmentNumber: 2,
+                    flags: [.ack, .psh], payload: payload), ip: fromReplica)
+            let layout = primary.withUnsafeBytes {
+                (try? PacketParser.parse($0, linkType: .ethernet)) ?? PacketLayout()
+            }
             let primaryFrame = UnsafeMutableRawBufferPointer.allocate(byteCount: primary.count, alignment: 16)
             primaryFrame.copyBytes(from: primary)
             let secondaryFrame = UnsafeMutableRawBufferPointer.allocate(byteCount: secondary.count, alignment: 16)
@@ -72,7 +96,8 @@ public final class StreamGenerator {
     }
 
     private func feed(_ source: PacketSource, _ frame: [UInt8]) {
-        guard let ref = frame.withUnsafeBytes({ store.store($0, linkType: .ethernet, source: source, receivedAt: 1) }) else { return }
+        guard let ref = frame.withUnsafeBytes({ store.store($0, linkType: .ethernet, source: source, receivedAt: 1) })
+        else { return }
         switch source {
         case .client: pipeline.fromClient(ref, now: 1)
         case .primary: pipeline.fromPrimary(ref, now: 1)
@@ -135,4 +160,3 @@ public final class StreamGenerator {
         }
     }
 }
-
