@@ -65,12 +65,16 @@ public enum InvalidReason: UInt8, Sendable, CaseIterable, CustomStringConvertibl
 
 /// Names an entry of the table; stale handles (the entry was freed and reused) are detected by the generation.
 public struct ConnectionHandle: Hashable, Sendable {
-    public let index: UInt32
-    public let generation: UInt32
+    /// `generation << 32 | index`, one stored word: as two fields the handle was written (into packet
+    /// metadata, from a result in registers) as two 4-byte halves and read back by the stages as one 8-byte
+    /// word, which store forwarding cannot serve.
+    @usableFromInline let raw: UInt64
+
+    @inlinable public var index: UInt32 { UInt32(truncatingIfNeeded: raw) }
+    @inlinable public var generation: UInt32 { UInt32(truncatingIfNeeded: raw >> 32) }
 
     @inlinable public init(index: UInt32, generation: UInt32) {
-        self.index = index
-        self.generation = generation
+        raw = UInt64(generation) << 32 | UInt64(index)
     }
 
     public static let none = ConnectionHandle(index: .max, generation: 0)
@@ -79,9 +83,12 @@ public struct ConnectionHandle: Hashable, Sendable {
 
 /// What tracking says about one packet; later stages read it instead of looking the connection up again.
 public struct TrackResult: Sendable, Equatable {
+    /// First, so that a result returned in registers has the whole handle in one of them and is stored (into
+    /// packet metadata) with one 8-byte write: split across two registers it was written as two 4-byte
+    /// halves, and the stages' 8-byte reads of it right after stalled on store forwarding.
+    public var handle: ConnectionHandle
     public var state: CTState
     public var zone: UInt16
-    public var handle: ConnectionHandle
     public var direction: FlowDirection
     /// Set when `state` contains `.invalid`.
     public var invalidReason: InvalidReason?

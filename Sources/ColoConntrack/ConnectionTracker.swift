@@ -146,14 +146,14 @@ public final class ConnectionTracker {
     /// `key`, when given, is `FlowKey(packet:zone:)` computed earlier (by the batch path).
     @inline(__always)
     private func track(_ packet: Packet, zone: UInt16, commit: Bool, now: UInt64, key: FlowKey?) -> TrackResult {
-        let layout = packet.layout
-        guard layout.isIP else { return .untracked(zone: zone) }
+        // Fields are read from `packet.layout` in place: a local copy of the layout was a memcpy per packet.
+        guard packet.layout.isIP else { return .untracked(zone: zone) }
         counterStorage.pointee.packets &+= 1
-        if layout.isFragment { return invalid(.malformed, zone: zone) }
+        if packet.layout.isFragment { return invalid(.malformed, zone: zone) }
         if checksumValidation, case .invalid = packet.transportChecksumStatus {
             return invalid(.badChecksum, zone: zone)
         }
-        switch layout.transportProtocol {
+        switch packet.layout.transportProtocol {
         case IPProtocol.tcp:
             guard let tcp = packet.tcp else { return invalid(.malformed, zone: zone) }
             return trackTCP(packet, tcp, zone: zone, commit: commit, now: now, key: key)
@@ -161,7 +161,7 @@ public final class ConnectionTracker {
             guard let udp = packet.udp else { return invalid(.malformed, zone: zone) }
             if udp.sourcePort == 0 || udp.destinationPort == 0 { return invalid(.portZero, zone: zone) }
             return trackGeneric(packet, zone: zone, commit: commit, now: now, canStart: true, key: key)
-        case IPProtocol.icmp where layout.network == .ipv4:
+        case IPProtocol.icmp where packet.layout.network == .ipv4:
             guard let icmp = packet.icmpv4 else { return invalid(.malformed, zone: zone) }
             if icmp.isError {
                 let inner = Result { () throws(ParseError) in try icmp.embeddedPacket() }
@@ -170,7 +170,7 @@ public final class ConnectionTracker {
             // Only requests start a connection; a reply with no request is invalid.
             let starts = icmp.type == 8 || icmp.type == 13 || icmp.type == 15 || icmp.type == 17
             return trackGeneric(packet, zone: zone, commit: commit, now: now, canStart: starts)
-        case IPProtocol.icmpv6 where layout.network == .ipv6:
+        case IPProtocol.icmpv6 where packet.layout.network == .ipv6:
             guard let icmp = packet.icmpv6 else { return invalid(.malformed, zone: zone) }
             if icmp.isError {
                 let inner = Result { () throws(ParseError) in try icmp.embeddedPacket() }
@@ -291,7 +291,9 @@ public final class ConnectionTracker {
     private func trackGeneric(
         _ packet: Packet, zone: UInt16, commit: Bool, now: UInt64, canStart: Bool, key precomputed: FlowKey? = nil
     ) -> TrackResult {
-        let key = precomputed ?? FlowKey(packet: packet, zone: zone)
+        // Not `??`: its autoclosure kept the key builder out of line (and the key went through memory).
+        let key: FlowKey
+        if let precomputed { key = precomputed } else { key = FlowKey(packet: packet, zone: zone) }
         let timeouts = self.timeouts(zone: zone)
         let isUDP = key.protocolNumber == IPProtocol.udp
         let isICMP = key.isICMP
@@ -366,7 +368,9 @@ public final class ConnectionTracker {
         guard TCPTracker.flagsAreValid(flags) else { return invalid(.badFlags, zone: zone) }
         if tcp.sourcePort == 0 || tcp.destinationPort == 0 { return invalid(.portZero, zone: zone) }
         let kind = TCPTracker.classify(flags)
-        let key = precomputed ?? FlowKey(packet: packet, zone: zone)
+        // Not `??`: its autoclosure kept the key builder out of line (and the key went through memory).
+        let key: FlowKey
+        if let precomputed { key = precomputed } else { key = FlowKey(packet: packet, zone: zone) }
 
         if let (index, direction) = findLive(key, now: now) {
             let oldState = table.entries[index].tcpState

@@ -10,12 +10,40 @@ public struct FlowKey: Hashable, Sendable, CustomStringConvertible {
     public var sourceLow: UInt64
     public var destinationHigh: UInt64
     public var destinationLow: UInt64
-    public var sourcePort: UInt16
-    public var destinationPort: UInt16
-    public var zone: UInt16
-    public var protocolNumber: UInt8
+    /// Ports, zone, protocol and family in one word: `sourcePort << 48 | destinationPort << 32 | zone << 16 |
+    /// protocolNumber << 8 | family`. Kept as one stored word so a key is built, hashed and compared with whole
+    /// 8-byte stores and loads: five narrow fields written one by one and then read back as a word (by the hash
+    /// and the comparison) stalled store forwarding on every lookup.
+    @usableFromInline var tail: UInt64
+
+    @inlinable public var sourcePort: UInt16 {
+        get { UInt16(truncatingIfNeeded: tail >> 48) }
+        set { tail = tail & 0x0000_FFFF_FFFF_FFFF | UInt64(newValue) << 48 }
+    }
+    @inlinable public var destinationPort: UInt16 {
+        get { UInt16(truncatingIfNeeded: tail >> 32) }
+        set { tail = tail & 0xFFFF_0000_FFFF_FFFF | UInt64(newValue) << 32 }
+    }
+    @inlinable public var zone: UInt16 {
+        get { UInt16(truncatingIfNeeded: tail >> 16) }
+        set { tail = tail & 0xFFFF_FFFF_0000_FFFF | UInt64(newValue) << 16 }
+    }
+    @inlinable public var protocolNumber: UInt8 {
+        get { UInt8(truncatingIfNeeded: tail >> 8) }
+        set { tail = tail & 0xFFFF_FFFF_FFFF_00FF | UInt64(newValue) << 8 }
+    }
     /// 4 or 6.
-    public var family: UInt8
+    @inlinable public var family: UInt8 {
+        get { UInt8(truncatingIfNeeded: tail) }
+        set { tail = tail & 0xFFFF_FFFF_FFFF_FF00 | UInt64(newValue) }
+    }
+
+    @inlinable static func packTail(
+        sourcePort: UInt16, destinationPort: UInt16, zone: UInt16, protocolNumber: UInt8, family: UInt8
+    ) -> UInt64 {
+        UInt64(sourcePort) << 48 | UInt64(destinationPort) << 32 | UInt64(zone) << 16 | UInt64(protocolNumber) << 8
+            | UInt64(family)
+    }
 
     @inlinable public init(
         sourceHigh: UInt64 = 0, sourceLow: UInt64, destinationHigh: UInt64 = 0, destinationLow: UInt64,
@@ -25,11 +53,19 @@ public struct FlowKey: Hashable, Sendable, CustomStringConvertible {
         self.sourceLow = sourceLow
         self.destinationHigh = destinationHigh
         self.destinationLow = destinationLow
-        self.sourcePort = sourcePort
-        self.destinationPort = destinationPort
-        self.zone = zone
-        self.protocolNumber = protocolNumber
-        self.family = family
+        self.tail = Self.packTail(
+            sourcePort: sourcePort, destinationPort: destinationPort, zone: zone, protocolNumber: protocolNumber,
+            family: family)
+    }
+
+    @inlinable init(
+        sourceHigh: UInt64, sourceLow: UInt64, destinationHigh: UInt64, destinationLow: UInt64, tail: UInt64
+    ) {
+        self.sourceHigh = sourceHigh
+        self.sourceLow = sourceLow
+        self.destinationHigh = destinationHigh
+        self.destinationLow = destinationLow
+        self.tail = tail
     }
 
     /// The key of the same connection seen from the other end.
@@ -91,23 +127,17 @@ public struct FlowKey: Hashable, Sendable, CustomStringConvertible {
         hasher.combine(sourceLow)
         hasher.combine(destinationLow)
         hasher.combine(sourceHigh &+ destinationHigh &* 0x9E37_79B9_7F4A_7C15)
-        hasher.combine(
-            UInt64(sourcePort) << 48 | UInt64(destinationPort) << 32 | UInt64(zone) << 16 | UInt64(protocolNumber) << 8
-                | UInt64(family))
+        hasher.combine(tail)
     }
 
     @inlinable public static func == (a: FlowKey, b: FlowKey) -> Bool {
-        a.sourceLow == b.sourceLow && a.destinationLow == b.destinationLow && a.sourcePort == b.sourcePort
-            && a.destinationPort == b.destinationPort && a.sourceHigh == b.sourceHigh
-            && a.destinationHigh == b.destinationHigh && a.zone == b.zone && a.protocolNumber == b.protocolNumber
-            && a.family == b.family
+        a.sourceLow == b.sourceLow && a.destinationLow == b.destinationLow && a.tail == b.tail
+            && a.sourceHigh == b.sourceHigh && a.destinationHigh == b.destinationHigh
     }
 
     /// A fast, seeded hash for the open-addressing table (SipHash via `Hasher` costs more than the lookup).
     @inlinable func tableHash(seed: UInt64) -> UInt64 {
-        let ports =
-            UInt64(sourcePort) << 48 | UInt64(destinationPort) << 32 | UInt64(zone) << 16 | UInt64(protocolNumber) << 8
-            | UInt64(family)
+        let ports = tail
         var h = mix(sourceLow ^ seed, destinationLow ^ 0x9E37_79B9_7F4A_7C15)
         h ^= mix(sourceHigh ^ 0xC2B2_AE3D_27D4_EB4F, destinationHigh ^ seed)
         h ^= mix(ports ^ 0x1656_67B1_9E37_79F9, h ^ 0x27D4_EB2F_1656_67C5)
@@ -132,25 +162,35 @@ func mix(_ a: UInt64, _ b: UInt64) -> UInt64 {
 extension FlowKey {
     /// The key of an IP packet's own flow. ICMP errors get the key of the error message itself (their
     /// relation to a connection is found through the quoted packet instead).
-    @inlinable
+    /// Transparent (inlined even where `@inline(__always)` was not honoured): returned through memory, the key
+    /// was stored with 8-byte writes and read back by the caller with 16-byte loads, which store forwarding
+    /// cannot serve.
+    @_transparent
     public init(packet: Packet, zone: UInt16) {
         let b = packet.bytes
-        let layout = packet.layout
-        let n = layout.networkOffset
-        if layout.network == .ipv4 {
+        let n = packet.layout.networkOffset
+        let proto = packet.layout.transportProtocol
+        // Built in registers and stored once (see `tail`).
+        if packet.layout.network == .ipv4 {
+            let ports = Self.ports(
+                b, transportOffset: packet.layout.transportOffset, available: packet.layout.transportHeaderLength,
+                protocolNumber: proto, family: 4)
             self.init(
-                sourceLow: UInt64(b.loadUnaligned(fromByteOffset: n + 12, as: UInt32.self).bigEndian),
+                sourceHigh: 0, sourceLow: UInt64(b.loadUnaligned(fromByteOffset: n + 12, as: UInt32.self).bigEndian),
+                destinationHigh: 0,
                 destinationLow: UInt64(b.loadUnaligned(fromByteOffset: n + 16, as: UInt32.self).bigEndian),
-                sourcePort: 0, destinationPort: 0, zone: zone, protocolNumber: layout.transportProtocol, family: 4)
+                tail: ports | UInt64(zone) << 16 | UInt64(proto) << 8 | 4)
         } else {
+            let ports = Self.ports(
+                b, transportOffset: packet.layout.transportOffset, available: packet.layout.transportHeaderLength,
+                protocolNumber: proto, family: 6)
             self.init(
                 sourceHigh: b.loadUnaligned(fromByteOffset: n + 8, as: UInt64.self).bigEndian,
                 sourceLow: b.loadUnaligned(fromByteOffset: n + 16, as: UInt64.self).bigEndian,
                 destinationHigh: b.loadUnaligned(fromByteOffset: n + 24, as: UInt64.self).bigEndian,
                 destinationLow: b.loadUnaligned(fromByteOffset: n + 32, as: UInt64.self).bigEndian,
-                sourcePort: 0, destinationPort: 0, zone: zone, protocolNumber: layout.transportProtocol, family: 6)
+                tail: ports | UInt64(zone) << 16 | UInt64(proto) << 8 | 6)
         }
-        setPorts(b, transportOffset: layout.transportOffset, available: layout.transportHeaderLength)
     }
 
     /// The key of the packet quoted by an ICMP error.
@@ -171,20 +211,32 @@ extension FlowKey {
 
     @inlinable
     mutating func setPorts(_ b: UnsafeRawBufferPointer, transportOffset t: Int, available: Int) {
-        guard available >= 8 else { return }
+        tail =
+            tail & 0x0000_0000_FFFF_FFFF
+            | Self.ports(b, transportOffset: t, available: available, protocolNumber: protocolNumber, family: family)
+    }
+
+    /// The two port fields of `tail` (already shifted into place): ports for port protocols, identifier and type
+    /// for ICMP queries, type alone for other ICMP messages, zero otherwise.
+    @inlinable @inline(__always)
+    static func ports(
+        _ b: UnsafeRawBufferPointer, transportOffset t: Int, available: Int, protocolNumber: UInt8, family: UInt8
+    ) -> UInt64 {
+        guard available >= 8 else { return 0 }
         switch protocolNumber {
         case IPProtocol.tcp, IPProtocol.udp, 132, 136, 33:  // TCP, UDP, SCTP, UDP-Lite, DCCP: ports first
-            sourcePort = UInt16(bigEndian: b.loadUnaligned(fromByteOffset: t, as: UInt16.self))
-            destinationPort = UInt16(bigEndian: b.loadUnaligned(fromByteOffset: t + 2, as: UInt16.self))
+            // Source and destination port as one big-endian word: source in the high half.
+            return UInt64(UInt32(bigEndian: b.loadUnaligned(fromByteOffset: t, as: UInt32.self))) << 32
         case IPProtocol.icmp where family == 4, IPProtocol.icmpv6 where family == 6:
             let type = b[t]
             let isQuery = family == 4 ? ICMPv4Header.isQuery(type: type) : (type == 128 || type == 129)
+            var word = UInt64(type) << 32
             if isQuery {
-                sourcePort = UInt16(bigEndian: b.loadUnaligned(fromByteOffset: t + 4, as: UInt16.self))
+                word |= UInt64(UInt16(bigEndian: b.loadUnaligned(fromByteOffset: t + 4, as: UInt16.self))) << 48
             }
-            destinationPort = UInt16(type)
+            return word
         default:
-            break
+            return 0
         }
     }
 }

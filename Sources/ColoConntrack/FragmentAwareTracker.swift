@@ -26,6 +26,16 @@ public final class FragmentAwareTracker {
             deliver(token, tracker.track(packet, zone: zone, commit: commit, now: now))
             return
         }
+        processFragment(packet, zone: zone, commit: commit, now: now, token: token, deliver: deliver)
+    }
+
+    /// Kept out of `process`: inlined there, it made the unfragmented path copy the packet's layout before
+    /// testing `isFragment` (and the test then waited on that copy).
+    @inline(never)
+    private func processFragment(
+        _ packet: Packet, zone: UInt16, commit: Bool, now: UInt64, token: UInt64,
+        deliver: (UInt64, TrackResult) -> Void
+    ) {
         switch reassembler.submit(packet.bytes, layout: packet.layout, zone: zone, now: now, token: token) {
         case .notAFragment:
             deliver(token, tracker.track(packet, zone: zone, commit: commit, now: now))

@@ -8,7 +8,15 @@ public enum TCPFieldEditor {
     public static func addToSequenceNumber(
         _ delta: UInt32, in bytes: UnsafeMutableRawBufferPointer, layout: PacketLayout
     ) {
-        let t = layout.transportOffset
+        addToSequenceNumber(delta, in: bytes, transportOffset: layout.transportOffset)
+    }
+
+    /// The same, given only where the TCP header starts: per-packet callers holding the layout in place (packet
+    /// metadata) pass one field instead of a copy of the whole layout.
+    @inlinable @inline(__always)
+    public static func addToSequenceNumber(
+        _ delta: UInt32, in bytes: UnsafeMutableRawBufferPointer, transportOffset t: Int
+    ) {
         let old = bytes.be32(t + 4)
         let new = old &+ delta
         bytes.setBE32(new, at: t + 4)

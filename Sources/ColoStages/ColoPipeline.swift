@@ -85,21 +85,49 @@ public final class ColoPipeline {
     }
 
     /// A packet the primary sent.
+    ///
+    /// Whole datagrams (nearly every packet) are tracked and passed on directly, not through `track`'s
+    /// callback: the two callers differed only in their closures, the optimizer merged them into one thunk
+    /// calling through a pointer, and that thunk retained and released the pipeline on every packet.
     public func fromPrimary(_ ref: PacketRef, now: UInt64) {
-        track(ref, zone: Self.primaryZone, now: now) { ref in
-            if rewriterEnabled { rewriter.observePrimary(ref, in: store) }
-            comparer.primary(ref, now: now)
-            drainComparer()
+        if trackWhole(ref, zone: Self.primaryZone, now: now) {
+            primaryTracked(ref, now: now)
+        } else {
+            track(ref, zone: Self.primaryZone, now: now) { ref in primaryTracked(ref, now: now) }
         }
     }
 
     /// A packet the secondary sent.
     public func fromSecondary(_ ref: PacketRef, now: UInt64) {
-        track(ref, zone: Self.secondaryZone, now: now) { ref in
-            if rewriterEnabled { rewriter.rewriteFromSecondary(ref, in: store) }
-            comparer.secondary(ref, now: now)
-            drainComparer()
+        if trackWhole(ref, zone: Self.secondaryZone, now: now) {
+            secondaryTracked(ref, now: now)
+        } else {
+            track(ref, zone: Self.secondaryZone, now: now) { ref in secondaryTracked(ref, now: now) }
         }
+    }
+
+    @inline(__always)
+    private func primaryTracked(_ ref: PacketRef, now: UInt64) {
+        if rewriterEnabled { rewriter.observePrimary(ref, in: store) }
+        comparer.primary(ref, now: now)
+        drainComparer()
+    }
+
+    @inline(__always)
+    private func secondaryTracked(_ ref: PacketRef, now: UInt64) {
+        if rewriterEnabled { rewriter.rewriteFromSecondary(ref, in: store) }
+        comparer.secondary(ref, now: now)
+        drainComparer()
+    }
+
+    /// Tracks a parsed whole datagram (what the front end does for one, without its callback) and returns
+    /// true; false, doing nothing, for fragments and unparsed packets, which go through `track`.
+    @inline(__always)
+    private func trackWhole(_ ref: PacketRef, zone: UInt16, now: UInt64) -> Bool {
+        let meta = store.metadata(ref)
+        guard meta.pointee.parsed, !meta.pointee.layout.isFragment else { return false }
+        meta.pointee.track = tracker.track(store.packet(ref), zone: zone, now: now)
+        return true
     }
 
     /// Timeouts: comparison, connections, fragments. Call at least every `expiredScanCycle`.
@@ -155,6 +183,10 @@ public final class ColoPipeline {
             next(ref)
             return
         }
+        if trackWhole(ref, zone: zone, now: now) {
+            next(ref)
+            return
+        }
         frontEnd.process(store.packet(ref), zone: zone, now: now, token: UInt64(ref.index)) { token, result in
             let done = PacketRef(index: UInt32(truncatingIfNeeded: token))
             store.metadata(done).pointee.track = result
@@ -184,11 +216,8 @@ public final class ColoPipeline {
                 comparer.released.removeAll(keepingCapacity: true)
             }
         }
-        if !comparer.dropped.isEmpty {
-            comparer.dropped.withUnsafeBufferPointer { refs in
-                for ref in refs { store.release(ref) }
-            }
-            comparer.dropped.removeAll(keepingCapacity: true)
-        }
+        // Popped one by one (usually one or two): `removeAll(keepingCapacity:)` costs a generic
+        // `replaceSubrange` call per drain.
+        while let ref = comparer.dropped.popLast() { store.release(ref) }
     }
 }

@@ -70,7 +70,7 @@ public final class Comparer {
     let reassembler = FragmentReassembler()
     // Run-time exclusivity checks on these class properties cost more than the work per packet; the comparer
     // is confined to one thread and never hands out references into them.
-    @exclusivity(unchecked) var connections: [CompareConnection] = []
+    @exclusivity(unchecked) var connections = ConnectionSlots()
     @exclusivity(unchecked) var freeConnections: [Int32] = []
     @exclusivity(unchecked) var index: [FlowKey: Int32] = [:]
     @exclusivity(unchecked) private var lastScan: UInt64 = 0
@@ -101,6 +101,10 @@ public final class Comparer {
         index.reserveCapacity(min(configuration.maxConnections, 4096))
     }
 
+    deinit {
+        connections.deallocate()
+    }
+
     /// Connections with state in the comparer.
     public var connectionCount: Int { index.count }
 
@@ -108,9 +112,9 @@ public final class Comparer {
     public var queuedPackets: (primary: Int, secondary: Int) {
         var p = 0
         var s = 0
-        for connection in connections where connection.inUse {
-            p += connection.primary.count
-            s += connection.secondary.count
+        for slot in connections.indices where connections[slot].inUse {
+            p += connections[slot].primary.count
+            s += connections[slot].secondary.count
         }
         return (p, s)
     }
@@ -527,6 +531,51 @@ struct CompareConnection {
     }
 
     var isClosed: Bool { primaryReset || secondaryReset || (primaryFin != nil && secondaryFin != nil) }
+}
+
+/// The comparer's connection slots: a growable array that, unlike `Array`, has no copy-on-write. Every
+/// per-packet write into an `Array` element (`connections[slot].verified = ...`) went through a call to
+/// `swift_isUniquelyReferenced` first; here an element is written in place through the buffer pointer.
+/// Slots are only ever appended (freed ones are reused by the comparer), so indices stay valid.
+struct ConnectionSlots {
+    private(set) var base: UnsafeMutablePointer<CompareConnection>
+    private(set) var count = 0
+    private var capacity: Int
+
+    init() {
+        capacity = 64
+        base = .allocate(capacity: capacity)
+    }
+
+    var indices: Range<Int> { 0..<count }
+
+    subscript(slot: Int) -> CompareConnection {
+        @inline(__always) unsafeAddress {
+            precondition(slot >= 0 && slot < count, "comparer slot out of range")
+            return UnsafePointer(base + slot)
+        }
+        @inline(__always) nonmutating unsafeMutableAddress {
+            precondition(slot >= 0 && slot < count, "comparer slot out of range")
+            return base + slot
+        }
+    }
+
+    mutating func append(_ connection: CompareConnection) {
+        if count == capacity {
+            let grown = UnsafeMutablePointer<CompareConnection>.allocate(capacity: capacity * 2)
+            grown.moveInitialize(from: base, count: count)
+            base.deallocate()
+            base = grown
+            capacity *= 2
+        }
+        (base + count).initialize(to: connection)
+        count += 1
+    }
+
+    func deallocate() {
+        base.deinitialize(count: count)
+        base.deallocate()
+    }
 }
 
 /// A FIFO of packets linked through their metadata (no storage of its own).

@@ -124,9 +124,13 @@ public final class PacketStore {
         return nil
     }
 
+    /// What `reset` copies: a stored blank copied as a block is cheaper than `PacketMetadata()` built field by
+    /// field on the stack and then copied (the narrow stores followed by wide loads stalled store forwarding).
+    private let blank = PacketMetadata()
+
     @inline(__always)
     private func reset(_ index: UInt32, length: Int) {
-        metadata[Int(index)] = PacketMetadata()
+        metadata[Int(index)] = blank
         metadata[Int(index)].length = length
     }
 
@@ -141,15 +145,23 @@ public final class PacketStore {
         metadata[Int(ref.index)].source = source
         metadata[Int(ref.index)].receivedAt = receivedAt
         metadata[Int(ref.index)].vnetHeaderLength = vnetHeaderLength
-        reparse(ref)
+        parse(ref, linkType: linkType, length: bytes.count)
         return ref
     }
 
     /// Parses the frame again (after its bytes changed length or content in a way that moves headers).
     public func reparse(_ ref: PacketRef) {
+        parse(ref, linkType: metadata[Int(ref.index)].linkType, length: metadata[Int(ref.index)].length)
+    }
+
+    /// `linkType` and `length` come from the caller: `store` has them in registers, and reading back the
+    /// metadata fields it had just written stalled on store forwarding.
+    @inline(__always)
+    private func parse(_ ref: PacketRef, linkType: LinkType, length: Int) {
         let m = metadata + Int(ref.index)
+        let bytes = UnsafeRawBufferPointer(start: buffer(ref).baseAddress, count: length)
         do {
-            try PacketParser.parse(frame(ref), linkType: m.pointee.linkType, into: &m.pointee.layout)
+            try PacketParser.parse(bytes, linkType: linkType, into: &m.pointee.layout)
             m.pointee.parsed = true
             m.pointee.parseError = nil
         } catch {

@@ -180,7 +180,8 @@ public final class Rewriter {
             }
         }
         guard delta != 0 else { return }
-        TCPFieldEditor.addToSequenceNumber(0 &- delta, in: store.mutableFrame(ref), layout: meta.pointee.layout)
+        TCPFieldEditor.addToSequenceNumber(
+            0 &- delta, in: store.mutableFrame(ref), transportOffset: meta.pointee.layout.transportOffset)
         counters.rewrittenFromSecondary &+= 1
     }
 
