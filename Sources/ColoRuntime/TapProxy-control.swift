@@ -67,6 +67,14 @@ extension TapProxy: RunningProxy {
                     "primary": .integer(Int64(pipeline.comparer.queuedPackets.primary)),
                     "secondary": .integer(Int64(pipeline.comparer.queuedPackets.secondary)),
                 ]),
+                // Client acks ahead of a lagging secondary: lowered to what it sent; the latest kept for later.
+                "secondary-ack-pacing": .object([
+                    "kept-now": .integer(Int64(pipeline.heldForSecondary)),
+                    "clamped": .integer(Int64(pipeline.holdCounters.clamped)),
+                    "delivered": .integer(Int64(pipeline.holdCounters.delivered)),
+                    "dropped": .integer(Int64(pipeline.holdCounters.dropped)),
+                    "refused": .integer(Int64(pipeline.holdCounters.refused)),
+                ]),
             ]),
             "conntrack": .object([
                 "entries": .integer(Int64(pipeline.tracker.count)), "created": .integer(Int64(conntrack.created)),

@@ -37,6 +37,18 @@ public final class ColoPipeline {
     /// Mirror copies that could not be made because the store was full.
     @exclusivity(unchecked) public private(set) var mirrorRefused: UInt64 = 0
 
+    /// Per connection, the latest pure ACK the secondary could not take yet, delivered once it can (see
+    /// `ColoPipeline-Hold.swift`).
+    @exclusivity(unchecked) var holds: [SecondaryHold] = []
+    let holdSlot: ExtensionSlot?
+    @exclusivity(unchecked) var heldPackets = 0
+    @exclusivity(unchecked) public internal(set) var holdCounters = SecondaryHoldCounters()
+    /// At most this many connections keep a pending ACK (beyond, counted in `holdCounters.refused`).
+    public static let maxHoldingConnections = 1024
+    /// How long a pending ACK may wait for the secondary (then it is dropped; the comparer's own timeout reports
+    /// a secondary that never catches up).
+    let holdTimeout: UInt64
+
     /// The tracker configuration the pipeline uses unless told otherwise: the defaults, but without checksum
     /// verification. Every byte the replicas send is compared anyway, the client's stack verifies what it
     /// receives, and verifying would double the per-byte cost of the proxy.
@@ -60,6 +72,9 @@ public final class ColoPipeline {
             tracker: tracker, slot: slot, timestampSlot: timestampSlot, primaryZone: Self.primaryZone,
             secondaryZone: Self.secondaryZone)
         self.comparer = Comparer(configuration: compare, store: store, tracker: tracker)
+        holdSlot = tracker.claimExtension(name: "secondary-ack-hold")
+        holdTimeout = max(compare.compareTimeout / 2, 1_000_000)
+        holds.reserveCapacity(Self.maxHoldingConnections)
         toClient.reserveCapacity(256)
         toPrimary.reserveCapacity(256)
         toSecondary.reserveCapacity(256)
@@ -69,7 +84,14 @@ public final class ColoPipeline {
     /// secondary is the only replica: the packet itself goes there, rewritten.
     public func fromClient(_ ref: PacketRef, now: UInt64) {
         if comparer.failedOver {
-            if rewriterEnabled { rewriter.rewriteTowardSecondary(ref, in: store) }
+            if rewriterEnabled {
+                rewriter.rewriteTowardSecondary(ref, in: store)
+                // The client has what the primary sent; a secondary that was behind at failover must not get
+                // acks for bytes it has yet to send (it would discard them, and the requests that carry them).
+                if let (handle, direction) = rewriter.lastTowardSecondary {
+                    paceTowardSecondary(ref, handle: handle, clientDirection: direction)
+                }
+            }
             track(ref, zone: Self.secondaryZone, now: now) { ref in toSecondary.append(ref) }
             return
         }
@@ -79,7 +101,13 @@ public final class ColoPipeline {
                 mirrorRefused &+= 1
                 return
             }
-            if rewriterEnabled { rewriter.rewriteTowardSecondary(copy, in: store) }
+            if rewriterEnabled {
+                rewriter.rewriteTowardSecondary(copy, in: store)
+                // Before tracking: the secondary's zone then sees the ack its TCP will see.
+                if let (handle, direction) = rewriter.lastTowardSecondary {
+                    paceTowardSecondary(copy, handle: handle, clientDirection: direction)
+                }
+            }
             track(copy, zone: Self.secondaryZone, now: now) { copy in toSecondary.append(copy) }
         }
     }
@@ -115,6 +143,7 @@ public final class ColoPipeline {
 
     @inline(__always)
     private func secondaryTracked(_ ref: PacketRef, now: UInt64) {
+        if !holds.isEmpty { releaseHeld(after: ref) }
         if rewriterEnabled { rewriter.rewriteFromSecondary(ref, in: store) }
         comparer.secondary(ref, now: now)
         drainComparer()
@@ -132,6 +161,7 @@ public final class ColoPipeline {
 
     /// Timeouts: comparison, connections, fragments. Call at least every `expiredScanCycle`.
     public func tick(now: UInt64) {
+        if !holds.isEmpty { expireHolds(now: now) }
         comparer.scan(now: now)
         drainComparer()
         frontEnd.expire(now: now) { token, result in
@@ -144,6 +174,7 @@ public final class ColoPipeline {
 
     /// The checkpoint controller reported a checkpoint done.
     public func checkpointDone(now: UInt64) {
+        releaseAllHeld()
         comparer.checkpointDone(now: now)
         rewriter.checkpoint()
         drainComparer()
@@ -151,6 +182,7 @@ public final class ColoPipeline {
 
     /// The primary is lost: the secondary's output goes to the client from now on.
     public func failover(now: UInt64) {
+        releaseAllHeld()
         comparer.failover(now: now)
         rewriter.failover()
         drainComparer()
@@ -194,7 +226,7 @@ public final class ColoPipeline {
         }
     }
 
-    private func duplicate(_ ref: PacketRef) -> PacketRef? {
+    func duplicate(_ ref: PacketRef) -> PacketRef? {
         let meta = store.metadata(ref).pointee
         guard let copy = store.acquire(length: meta.length) else { return nil }
         store.buffer(copy).copyMemory(from: store.frame(ref))

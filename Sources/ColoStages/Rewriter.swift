@@ -83,6 +83,14 @@ public final class Rewriter {
         return state.offsetKnown ? state.value : nil
     }
 
+    /// Whether the connection's offset was learned in the current epoch (since the last checkpoint): only then do
+    /// the client's acks, rewritten, and the tracker's record of the secondary share one sequence space.
+    public func offsetIsCurrent(_ handle: ConnectionHandle) -> Bool {
+        guard let word = tracker.extensionWord(handle, slot), word != 0 else { return false }
+        let state = State(word)
+        return state.epoch == epoch && state.offsetKnown
+    }
+
     /// The offset of the connection whose secondary-zone key (in the replica → client or client → replica
     /// direction) is `key`.
     public func offset(of key: FlowKey) -> UInt32? {
@@ -94,9 +102,15 @@ public final class Rewriter {
 
     // MARK: - The two directions
 
+    /// The secondary-zone entry (and the packet's direction in it) that the last `rewriteTowardSecondary` found;
+    /// nil when it found none. Saves the pipeline a second lookup.
+    @exclusivity(unchecked) public private(set) var lastTowardSecondary:
+        (handle: ConnectionHandle, direction: FlowDirection)?
+
     /// A client packet about to go to the secondary: `ack += offset`, SACK edges too. Call before tracking it
     /// in the secondary's zone (so the tracker sees the secondary's own sequence space).
     public func rewriteTowardSecondary(_ ref: PacketRef, in store: PacketStore) {
+        lastTowardSecondary = nil
         let meta = store.metadata(ref)
         guard meta.pointee.isCompleteTCP else {
             return
@@ -104,7 +118,8 @@ public final class Rewriter {
         let packet = store.packet(ref)
         guard let tcp = packet.tcp, tcp.flags.contains(.ack) else { return }
         let towardKey = FlowKey(packet: packet, zone: secondaryZone)
-        guard let (handle, _) = tracker.lookup(towardKey) else { return }
+        guard let (handle, direction) = tracker.lookup(towardKey) else { return }
+        lastTowardSecondary = (handle, direction)
         var delta: UInt32 = 0
         tracker.withEntry(handle) { entry in
             if entry.extensions[slot] == 0 { adoptEarlyISN(towardKey, into: &entry) }

