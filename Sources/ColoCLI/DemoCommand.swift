@@ -207,30 +207,11 @@ public final class DemoRunner: @unchecked Sendable {
         output("Both replicas serve the same 10 files. The client opens 20 keep-alive connections in parallel and")
         output("fetches every file on each (200 requests). The proxy mirrors each request to the secondary, shifts")
         output("the secondary's TCP sequence numbers onto the primary's, and compares both answers byte by byte.")
-        for index in 0..<10 {
-            try writePattern(lab.web.path + "/f\(index).bin", count: 20_000 + index * 9_000, seed: 42)
-        }
-        try lab.serve(lab.web.path, in: lab.namespaces.primary)
-        try lab.serve(lab.web.path, in: lab.namespaces.secondary)
-        let downloads = try LabDirectory()
-        var script = ""
-        for connection in 0..<20 {
-            let urls = (0..<10).map { "http://\(host):8000/f\($0).bin -o \(downloads.path)/c\(connection)-f\($0).bin" }
-            script += "curl -sf --max-time 60 \(urls.joined(separator: " ")) & "
-        }
-        script += "wait"
-        let result = try progress(lab, "200 requests over 20 connections") {
-            try lab.client(["/bin/sh", "-c", script], timeout: 90)
+        try lab.serveIdenticalFiles()
+        let (result, exact) = try lab.fetchEveryFile(ipv6: ipv6) { fetch in
+            try progress(lab, "200 requests over 20 connections", fetch)
         }
         if !result.succeeded { failures.append("a download failed: \(result)") }
-        var exact = 0
-        for connection in 0..<20 {
-            for index in 0..<10 {
-                let got = FileManager.default.contents(atPath: "\(downloads.path)/c\(connection)-f\(index).bin")
-                let want = FileManager.default.contents(atPath: "\(lab.web.path)/f\(index).bin")
-                if got != nil && got == want { exact += 1 }
-            }
-        }
         if exact != 200 { failures.append("only \(exact) of 200 responses were byte-exact") }
         usleep(200_000)
         let counters = lab.compareCounters()

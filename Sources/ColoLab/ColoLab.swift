@@ -159,6 +159,42 @@ public final class ColoLab: @unchecked Sendable {
         try LabShell.run(["ip", "netns", "exec", namespace] + arguments, timeout: timeout)
     }
 
+    /// Serves `files` pattern files from both replicas (`f0.bin`, 20,000 bytes and 9,000 more each next one).
+    public func serveIdenticalFiles(_ files: Int = 10) throws {
+        for index in 0..<files {
+            try writePattern(web.path + "/f\(index).bin", count: 20_000 + index * 9_000, seed: 42)
+        }
+        try serve(web.path, in: namespaces.primary)
+        try serve(web.path, in: namespaces.secondary)
+    }
+
+    /// `connections` keep-alive curl clients in parallel, each fetching every file `serveIdenticalFiles` made;
+    /// returns how the clients ended and how many responses were byte-exact.
+    public func fetchEveryFile(
+        _ files: Int = 10, connections: Int = 20, ipv6: Bool = false,
+        around run: (() throws -> LabResult) throws -> LabResult = { try $0() }
+    ) throws -> (result: LabResult, exact: Int) {
+        let downloads = try LabDirectory()
+        var script = ""
+        for connection in 0..<connections {
+            let urls = (0..<files).map {
+                "http://\(Self.urlHost(ipv6: ipv6)):8000/f\($0).bin -o \(downloads.path)/c\(connection)-f\($0).bin"
+            }
+            script += "curl -sf --max-time 60 \(urls.joined(separator: " ")) & "
+        }
+        let result = try run { try client(["/bin/sh", "-c", script + "wait"], timeout: 90) }
+        var exact = 0
+        for connection in 0..<connections {
+            for index in 0..<files {
+                let got = FileManager.default.contents(atPath: "\(downloads.path)/c\(connection)-f\(index).bin")
+                if got != nil && got == FileManager.default.contents(atPath: "\(web.path)/f\(index).bin") {
+                    exact += 1
+                }
+            }
+        }
+        return (result, exact)
+    }
+
     /// The rewriter's offset for each TCP connection it tracks (secondary zone), read on the data thread.
     public func connectionOffsets() -> [ConnectionOffset] {
         proxy.perform { proxy -> [ConnectionOffset] in

@@ -62,30 +62,9 @@ struct LabScenarioTests {
         guard requireRoot("the lab builds network namespaces and TAP devices") else { return }
         let lab = try ColoLab("offl", offload: true)
         defer { lab.close() }
-        for index in 0..<10 {
-            try writePattern(lab.web.path + "/f\(index).bin", count: 20_000 + index * 9_000, seed: 42)
-        }
-        try lab.serve(lab.web.path, in: lab.namespaces.primary)
-        try lab.serve(lab.web.path, in: lab.namespaces.secondary)
-        let downloads = try TemporaryDirectory()
-        var script = ""
-        for connection in 0..<20 {
-            let urls = (0..<10).map {
-                "http://\(ColoLab.replicaV4):8000/f\($0).bin -o \(downloads.path)/c\(connection)-f\($0).bin"
-            }
-            script += "curl -sf --max-time 60 \(urls.joined(separator: " ")) & "
-        }
-        let result = try lab.client(["/bin/sh", "-c", script + "wait"], timeout: 90)
+        try lab.serveIdenticalFiles()
+        let (result, exact) = try lab.fetchEveryFile()
         #expect(result.succeeded, "\(result)")
-        var exact = 0
-        for connection in 0..<20 {
-            for index in 0..<10 {
-                let got = FileManager.default.contents(atPath: "\(downloads.path)/c\(connection)-f\(index).bin")
-                if got != nil && got == FileManager.default.contents(atPath: "\(lab.web.path)/f\(index).bin") {
-                    exact += 1
-                }
-            }
-        }
         #expect(exact == 200)
         usleep(200_000)
         #expect(lab.portCounters().largeFramesIn > 0, "segments larger than an MTU came through")
