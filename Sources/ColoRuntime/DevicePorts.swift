@@ -15,10 +15,13 @@ public final class DevicePort: FramePort {
     private var closed = false
     /// For frames that need another virtio-net header in front; grown once, to the largest frame.
     private var scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: 16)
+    /// Where a read puts the virtio-net header it splits off (its contents are not carried on this path).
+    private let headerScratch: UnsafeMutableRawPointer
 
     public init(id: String, device: TapDevice) {
         self.id = id
         self.device = device
+        headerScratch = .allocate(byteCount: max(16, device.vnetHeaderLength), alignment: 16)
     }
 
     public var linkType: LinkType { device.mode.linkType }
@@ -40,9 +43,13 @@ public final class DevicePort: FramePort {
                 guard moved != nil else { return delivered }
                 continue
             }
+            // The virtio-net header carries nothing with offloads off (this path opens devices without them): the
+            // read splits it off, so that every stage sees the frame at offset 0; `send` puts a zeroed one back.
             let length: Int?
             do throws(PortError) {
-                length = try device.read(into: store.buffer(ref))
+                length = try device.readFrame(
+                    header: headerScratch, into: store.buffer(ref),
+                    spill: UnsafeMutableRawBufferPointer(start: nil, count: 0))
             } catch {
                 portCounters.errors &+= 1
                 store.release(ref)
@@ -52,26 +59,14 @@ public final class DevicePort: FramePort {
                 store.release(ref)
                 return delivered
             }
-            // The virtio-net header carries nothing with offloads off (TapDevice turns them off): it is dropped
-            // here, so that every stage sees the frame at offset 0; `send` puts a zeroed one back.
-            let header = device.vnetHeaderLength
-            guard length >= header else {
-                portCounters.errors &+= 1
-                store.release(ref)
-                continue
-            }
-            if header > 0 {
-                let buffer = store.buffer(ref)
-                if let base = buffer.baseAddress { memmove(base, base + header, length - header) }
-            }
             let meta = store.metadata(ref)
-            meta.pointee.length = length - header
+            meta.pointee.length = length
             meta.pointee.linkType = device.mode.linkType
             meta.pointee.vnetHeaderLength = 0
             meta.pointee.receivedAt = now
             store.reparse(ref)
             portCounters.framesIn &+= 1
-            portCounters.bytesIn &+= UInt64(length - header)
+            portCounters.bytesIn &+= UInt64(length)
             delivered += 1
             deliver(ref)
         }
@@ -121,7 +116,10 @@ public final class DevicePort: FramePort {
         device.close()
     }
 
-    deinit { scratch.deallocate() }
+    deinit {
+        scratch.deallocate()
+        headerScratch.deallocate()
+    }
 }
 
 /// A `pcap` port: `mode=read` yields a capture's records (as fast as the proxy takes them, then nothing);

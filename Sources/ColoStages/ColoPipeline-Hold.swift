@@ -44,11 +44,11 @@ extension ColoPipeline {
         // After a checkpoint the secondary restarts from the primary's state: the tracker's record of what it
         // sent is of the old sequence space, so nothing is paced on it.
         guard rewriter.offsetIsCurrent(handle) else { return }
-        let frame = store.mutableFrame(ref)
+        let frame = store.frame(ref)
         let t = meta.pointee.layout.transportOffset
         let flags = frame[t + 13]
         guard flags & 0x10 != 0 else { return }  // no ACK
-        let ack = UInt32(bigEndian: frame.loadUnaligned(fromByteOffset: t + 8, as: UInt32.self))
+        let ack = acknowledgment(ref)
         guard let sent = secondarySent(handle, secondaryIsOriginal: direction != .original),
             TCPSequence.after(ack, sent)
         else { return }
@@ -56,10 +56,7 @@ extension ColoPipeline {
             flags & 0x07 == 0 && meta.pointee.layout.payloadEnd == meta.pointee.layout.payloadOffset
         if pureACK { keep(ref, handle: handle, slot: slot, word: word, acknowledged: sent) }
         // The copy that goes now acknowledges only what the secondary sent.
-        let keepChecksum = PartialChecksum(meta, frame)
-        TCPFieldEditor.addToAcknowledgmentNumber(sent &- ack, in: frame, layout: meta.pointee.layout)
-        keepChecksum.restore(frame)
-        holdCounters.clamped &+= 1
+        lowerAcknowledgment(ref, from: ack, to: sent)
     }
 
     /// Keeps a whole copy of the pure ACK `ref` as its connection's pending one (replacing an older one).
@@ -85,7 +82,6 @@ extension ColoPipeline {
         }
         holds.append(SecondaryHold(handle: handle, pending: copy, acknowledged: acknowledged))
         tracker.setExtensionWord(handle, slot, UInt64(holds.count))
-        heldPackets += 1
     }
 
     /// The secondary sent `ref` (tracked in its zone, not yet rewritten): its connection's pending ACK goes on to
@@ -113,21 +109,14 @@ extension ColoPipeline {
             sent = recorded
         }
         let pending = holds[index].pending
-        let held = store.frame(pending)
-        let heldT = store.metadata(pending).pointee.layout.transportOffset
-        let ack = UInt32(bigEndian: held.loadUnaligned(fromByteOffset: heldT + 8, as: UInt32.self))
+        let ack = acknowledgment(pending)
         if TCPSequence.after(ack, sent) {
             // Not there yet, but further than before: a lowered copy acknowledges what it sent since (the client
             // has those bytes, from the primary). Without it a secondary whose window is smaller than its lag
             // would wait for an ACK that only comes once it has sent more.
             guard TCPSequence.after(sent, holds[index].acknowledged), let copy = duplicate(pending) else { return }
-            let copyMeta = store.metadata(copy)
-            let bytes = store.mutableFrame(copy)
-            let keepChecksum = PartialChecksum(copyMeta, bytes)
-            TCPFieldEditor.addToAcknowledgmentNumber(sent &- ack, in: bytes, layout: copyMeta.pointee.layout)
-            keepChecksum.restore(bytes)
+            lowerAcknowledgment(copy, from: ack, to: sent)
             holds[index].acknowledged = sent
-            holdCounters.clamped &+= 1
             toSecondary.append(copy)
             return
         }
@@ -170,7 +159,22 @@ extension ColoPipeline {
             if let slot = holdSlot { tracker.setExtensionWord(holds[index].handle, slot, UInt64(index + 1)) }
         }
         holds.removeLast()
-        heldPackets -= 1
+    }
+
+    /// The acknowledgment number of a complete TCP segment.
+    private func acknowledgment(_ ref: PacketRef) -> UInt32 {
+        let t = store.metadata(ref).pointee.layout.transportOffset
+        return UInt32(bigEndian: store.frame(ref).loadUnaligned(fromByteOffset: t + 8, as: UInt32.self))
+    }
+
+    /// Rewrites the segment's ack from `ack` to `sent` (checksum updated, or left alone when partial).
+    private func lowerAcknowledgment(_ ref: PacketRef, from ack: UInt32, to sent: UInt32) {
+        let meta = store.metadata(ref)
+        let bytes = store.mutableFrame(ref)
+        let keepChecksum = PartialChecksum(meta, bytes)
+        TCPFieldEditor.addToAcknowledgmentNumber(sent &- ack, in: bytes, layout: meta.pointee.layout)
+        keepChecksum.restore(bytes)
+        holdCounters.clamped &+= 1
     }
 
     /// The zone-2 entry of a tracked packet and the packet's direction in it. A packet tracked invalid (an ACK of

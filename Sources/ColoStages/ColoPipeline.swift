@@ -41,7 +41,6 @@ public final class ColoPipeline {
     /// `ColoPipeline-Hold.swift`).
     @exclusivity(unchecked) var holds: [SecondaryHold] = []
     let holdSlot: ExtensionSlot?
-    @exclusivity(unchecked) var heldPackets = 0
     @exclusivity(unchecked) public internal(set) var holdCounters = SecondaryHoldCounters()
     /// At most this many connections keep a pending ACK (beyond, counted in `holdCounters.refused`).
     public static let maxHoldingConnections = 1024
