@@ -35,7 +35,9 @@ public final class SocketPort: FramePort {
     public let id: String
     public let linkType: LinkType = .ethernet
     public let spec: SocketPortSpec
-    public private(set) var portCounters = PortCounters()
+    // The data thread alone touches a port, and these are read and written for every frame: run-time exclusivity
+    // checks on them cost more than the work they guard.
+    @exclusivity(unchecked) public private(set) var portCounters = PortCounters()
     /// Connections a server accepted and closed at once because it already had a peer.
     public private(set) var refusedConnections: UInt64 = 0
     /// Queued output bytes dropped because the connection went away before they were written.
@@ -47,25 +49,30 @@ public final class SocketPort: FramePort {
 
     private let address: SocketAddress
     private let framing: ChardevFraming
-    private var decoder: ChardevFrameDecoder
+    @exclusivity(unchecked) private var decoder: ChardevFrameDecoder
     private var notifyDecoder = NotifyMessageDecoder()
     /// Set when the port is a colo-compare's `notify_dev`: it then carries checkpoint messages (WIRE.md §1), not
     /// frames; each message read is handed here, on the data thread.
     public var notifyHandler: ((NotifyMessage) -> Void)?
     private let encoder: ChardevFrameEncoder
     private var listener: Int32 = -1
-    private var connection: Int32 = -1
-    private var connecting = false
+    @exclusivity(unchecked) private var connection: Int32 = -1
+    @exclusivity(unchecked) private var connecting = false
     /// A client with `reconnect=0` whose connection failed or ended: it stays down.
     private var down = false
-    private var closed = false
+    @exclusivity(unchecked) private var closed = false
     private var retryAt: UInt64 = 0
+    /// While a peer is connected, further connections are looked for (and refused) every `acceptInterval`, not on
+    /// every read: an accept that finds nothing is a system call per turn of the data loop.
+    @exclusivity(unchecked) private var acceptDue = true
+    @exclusivity(unchecked) private var nextAcceptCheck: UInt64 = 0
+    static let acceptInterval: UInt64 = 100_000_000
     /// Set after a failed attempt is logged, so a client retrying every N s logs the first failure only.
     private var failureLogged = false
     private let readBuffer: UnsafeMutableRawBufferPointer
     private let output: UnsafeMutableRawBufferPointer
-    private var outputStart = 0
-    private var outputEnd = 0
+    @exclusivity(unchecked) private var outputStart = 0
+    @exclusivity(unchecked) private var outputEnd = 0
 
     /// Opens the port: a server binds and listens now (and throws when it cannot); a client makes its first
     /// connection attempt on the first `service(now:)`, and a failure is counted and logged, not thrown (see
@@ -79,15 +86,9 @@ public final class SocketPort: FramePort {
         encoder = ChardevFrameEncoder(framing: framing)
         readBuffer = .allocate(byteCount: Self.readCapacity, alignment: 64)
         output = .allocate(byteCount: max(outputCapacity, 8 + ChardevFraming.defaultMaxFrameLength), alignment: 64)
-        if spec.server {
-            do throws(SocketPortError) {
-                try listen()
-            } catch {
-                readBuffer.deallocate()
-                output.deallocate()
-                throw error
-            }
-        }
+        // Every stored property is set by now, so a throw here still runs deinit, which frees the buffers (freeing
+        // them here as well was a double free: a port that could not listen aborted the process).
+        if spec.server { try listen() }
     }
 
     deinit {
@@ -104,7 +105,9 @@ public final class SocketPort: FramePort {
 
     public func appendPollDescriptors(to descriptors: inout [pollfd]) {
         guard !closed else { return }
-        if listener >= 0 { descriptors.append(pollfd(fd: listener, events: Int16(POLLIN), revents: 0)) }
+        if listener >= 0 && (connection < 0 || acceptDue) {
+            descriptors.append(pollfd(fd: listener, events: Int16(POLLIN), revents: 0))
+        }
         guard connection >= 0 else { return }
         var events = Int16(POLLIN)
         if connecting || outputEnd > outputStart { events |= Int16(POLLOUT) }
@@ -113,7 +116,13 @@ public final class SocketPort: FramePort {
 
     public func receive(into store: PacketStore, limit: Int, now: UInt64, deliver: (PacketRef) -> Void) -> Int {
         guard !closed else { return 0 }
-        if listener >= 0 { acceptPending(now: now) }
+        if listener >= 0 && (connection < 0 || acceptDue) {
+            acceptPending(now: now)
+            if connection >= 0 {
+                acceptDue = false
+                nextAcceptCheck = now &+ Self.acceptInterval
+            }
+        }
         if connecting { finishConnect(now: now) }
         guard connection >= 0, !connecting else { return 0 }
         flush(now: now)
@@ -231,6 +240,7 @@ public final class SocketPort: FramePort {
 
     public func service(now: UInt64) {
         guard !closed else { return }
+        if !acceptDue && now >= nextAcceptCheck { acceptDue = true }
         if connecting {
             finishConnect(now: now)
         } else if connection >= 0 {

@@ -118,6 +118,23 @@ struct SocketPortTests {
         #expect(port.portCounters.connects == 2)
     }
 
+    @Test("a server that cannot listen (address in use) throws an error naming the port and the address")
+    func listenFailure() throws {
+        let (first, _) = try socketPort("socket,id=first,host=127.0.0.1,port=0,server=on")
+        let taken = try #require(first.listeningPort)
+        // Once crashed with a double free: the failed init freed the buffers, and deinit freed them again.
+        for _ in 0..<3 {
+            #expect {
+                _ = try socketPort("socket,id=second,host=127.0.0.1,port=\(taken),server=on")
+            } throws: { error in
+                let text = "\(error)"
+                return text.contains("port second") && text.contains("127.0.0.1:\(taken)")
+                    && text.contains("in use")
+            }
+        }
+        #expect(first.listeningPort == taken)
+    }
+
     @Test("a client with reconnect=0 that cannot connect stays down, counted, and refuses frames")
     func clientWithoutReconnectStaysDown() throws {
         let (port, lines) = try socketPort("socket,id=c,path=\(socketPath("nobody")),reconnect=0")
