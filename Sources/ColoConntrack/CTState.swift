@@ -77,7 +77,8 @@ public struct ConnectionHandle: Hashable, Sendable {
         raw = UInt64(generation) << 32 | UInt64(index)
     }
 
-    public static let none = ConnectionHandle(index: .max, generation: 0)
+    /// Computed, not stored: a stored static is a lazily initialised global, read through an accessor call.
+    @inlinable public static var none: ConnectionHandle { ConnectionHandle(index: .max, generation: 0) }
     @inlinable public var isNone: Bool { index == .max }
 }
 

@@ -237,18 +237,7 @@ public final class ColoPipeline {
     }
 
     private func drainComparer() {
-        if !comparer.released.isEmpty {
-            if toClient.isEmpty && toClient.capacity >= comparer.released.capacity {
-                // The usual case (the caller drains after each call): hand the buffer over instead of copying
-                // the refs and emptying it; both lists keep a buffer of at least the comparer's capacity.
-                swap(&toClient, &comparer.released)
-            } else {
-                toClient.append(contentsOf: comparer.released)
-                comparer.released.removeAll(keepingCapacity: true)
-            }
-        }
-        // Popped one by one (usually one or two): `removeAll(keepingCapacity:)` costs a generic
-        // `replaceSubrange` call per drain.
-        while let ref = comparer.dropped.popLast() { store.release(ref) }
+        while let ref = comparer.released.popFirst() { toClient.append(ref) }
+        while let ref = comparer.dropped.popFirst() { store.release(ref) }
     }
 }

@@ -10,13 +10,13 @@ import ColoPacket
 extension Comparer {
     func primaryDatagram(_ ref: PacketRef, slot: Int, now: UInt64) {
         if !connections[slot].holding, let match = findEqual(to: ref, in: connections[slot].secondary, slot: slot) {
-            connections[slot].secondary.remove(match, store)
+            unlink(match, slot, primary: false)
             counters.datagramsMatched &+= 1
             drop(match)
             release(ref)
             return
         }
-        connections[slot].primary.append(ref, store)
+        enqueue(ref, slot, primary: true)
         if !connections[slot].holding && connections[slot].primary.count > configuration.maxQueueSize {
             diverge(slot, .queueOverflow, primary: ref, secondary: nil, streamOffset: nil, now: now)
         }
@@ -28,17 +28,17 @@ extension Comparer {
             return
         }
         if let match = findEqual(to: ref, in: connections[slot].primary, slot: slot) {
-            connections[slot].primary.remove(match, store)
+            unlink(match, slot, primary: true)
             counters.datagramsMatched &+= 1
             release(match)
             drop(ref)
             return
         }
-        connections[slot].secondary.append(ref, store)
+        enqueue(ref, slot, primary: false)
         // Unmatched secondary datagrams are not the client's problem; keep the queue bounded by forgetting
         // the oldest.
         if connections[slot].secondary.count > configuration.maxQueueSize {
-            drop(connections[slot].secondary.popHead(store))
+            drop(dequeueHead(slot, primary: false))
         }
     }
 

@@ -73,7 +73,7 @@ extension Comparer {
         if s.length > 0 && TCPSequence.atOrBefore(s.end, connections[slot].verified) {
             counters.retransmissions &+= 1
         }
-        connections[slot].primary.append(ref, store)
+        enqueue(ref, slot, primary: true)
         if connections[slot].holding { return }
         if connections[slot].primary.count > configuration.maxQueueSize {
             diverge(slot, .queueOverflow, primary: ref, secondary: nil, streamOffset: nil, now: now)
@@ -94,7 +94,7 @@ extension Comparer {
         // still in the secondary's own sequence space.
         if !connections[slot].haveBase {
             if s.length > 0 && !s.flags.contains(.rst) && !connections[slot].holding {
-                connections[slot].secondary.append(ref, store)
+                enqueue(ref, slot, primary: false)
             } else {
                 drop(ref)
             }
@@ -138,7 +138,7 @@ extension Comparer {
     func insertBySequence(_ ref: PacketRef, _ seq: UInt32, slot: Int) {
         let queue = connections[slot].secondary
         if queue.isEmpty || TCPSequence.atOrBefore(segment(queue.tail).seq, seq) {
-            connections[slot].secondary.append(ref, store)
+            enqueue(ref, slot, primary: false)
             return
         }
         var previous = PacketRef.none
@@ -147,7 +147,7 @@ extension Comparer {
             previous = current
             current = store.next(current)
         }
-        connections[slot].secondary.insert(ref, after: previous, store)
+        insertSecondary(ref, after: previous, slot)
     }
 
     /// Compares as far as both sides have bytes, then releases what is fully matched.
@@ -243,7 +243,7 @@ extension Comparer {
             let s = segment(current)
             if TCPSequence.atOrBefore(verified, s.seq) { return }
             if TCPSequence.atOrBefore(s.end, verified) {
-                connections[slot].secondary.remove(current, store)
+                unlink(current, slot, primary: false)
                 drop(current)
             }
             current = next
@@ -263,7 +263,7 @@ extension Comparer {
                 guard connections[slot].secondarySeen else { return }
                 if s.flags.contains(.fin) && TCPSequence.after(s.seq, connections[slot].verified) { return }
             }
-            release(connections[slot].primary.popHead(store))
+            release(dequeueHead(slot, primary: true))
         }
     }
 

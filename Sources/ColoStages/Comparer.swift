@@ -56,10 +56,10 @@ public final class Comparer {
     public let store: PacketStore
     @exclusivity(unchecked) public internal(set) var counters = CompareCounters()
 
-    /// Primary packets to send to the client, in order.
-    @exclusivity(unchecked) public var released: [PacketRef] = []
-    /// Packets to return to the store.
-    @exclusivity(unchecked) public var dropped: [PacketRef] = []
+    /// Primary packets to send to the client, in order (the caller pops them).
+    @exclusivity(unchecked) public var released: PacketRefQueue
+    /// Packets to return to the store (the caller pops them).
+    @exclusivity(unchecked) public var dropped: PacketRefQueue
     @exclusivity(unchecked) public var events: [DivergenceEvent] = []
     /// Set when a divergence asks the controller for a checkpoint (cleared by the caller).
     @exclusivity(unchecked) public var checkpointRequested = false
@@ -73,6 +73,9 @@ public final class Comparer {
     @exclusivity(unchecked) var connections = ConnectionSlots()
     @exclusivity(unchecked) var freeConnections: [Int32] = []
     @exclusivity(unchecked) var index: [FlowKey: Int32] = [:]
+    /// Packets in all connections' queues, per side (`queuedPackets`).
+    @exclusivity(unchecked) private(set) var queuedPrimary = 0
+    @exclusivity(unchecked) private(set) var queuedSecondary = 0
     @exclusivity(unchecked) private var lastScan: UInt64 = 0
     /// Malformed packets waiting for the other side's (see Comparer-Malformed.swift); FIFOs from their heads.
     @exclusivity(unchecked) var malformedPrimary: [DivergenceSide] = []
@@ -96,20 +99,25 @@ public final class Comparer {
         self.tracker = tracker ?? ConnectionTracker()
         self.extensionSlot = claimed ?? ExtensionSlot(index: 0)
         self.usesExtensions = claimed != nil
-        released.reserveCapacity(256)
-        dropped.reserveCapacity(256)
+        released = PacketRefQueue(capacity: store.smallCount + store.largeCount)
+        dropped = PacketRefQueue(capacity: store.smallCount + store.largeCount)
         index.reserveCapacity(min(configuration.maxConnections, 4096))
     }
 
     deinit {
         connections.deallocate()
+        released.deallocate()
+        dropped.deallocate()
     }
 
     /// Connections with state in the comparer.
     public var connectionCount: Int { index.count }
 
     /// Packets held in queues, per side.
-    public var queuedPackets: (primary: Int, secondary: Int) {
+    public var queuedPackets: (primary: Int, secondary: Int) { (queuedPrimary, queuedSecondary) }
+
+    /// The same, counted by walking every connection (tests check the running totals against it).
+    public var queuedPacketsByWalk: (primary: Int, secondary: Int) {
         var p = 0
         var s = 0
         for slot in connections.indices where connections[slot].inUse {
@@ -117,6 +125,49 @@ public final class Comparer {
             s += connections[slot].secondary.count
         }
         return (p, s)
+    }
+
+    // MARK: - Queues
+
+    // Every change to a connection's queues goes through these, so the totals stay exact: the proxy reads them
+    // every loop turn to keep the two inputs close together.
+    @inline(__always)
+    func enqueue(_ ref: PacketRef, _ slot: Int, primary: Bool) {
+        if primary {
+            connections[slot].primary.append(ref, store)
+            queuedPrimary += 1
+        } else {
+            connections[slot].secondary.append(ref, store)
+            queuedSecondary += 1
+        }
+    }
+
+    @inline(__always)
+    func insertSecondary(_ ref: PacketRef, after previous: PacketRef, _ slot: Int) {
+        connections[slot].secondary.insert(ref, after: previous, store)
+        queuedSecondary += 1
+    }
+
+    @inline(__always)
+    func dequeueHead(_ slot: Int, primary: Bool) -> PacketRef {
+        if primary {
+            queuedPrimary -= 1
+            return connections[slot].primary.popHead(store)
+        }
+        queuedSecondary -= 1
+        return connections[slot].secondary.popHead(store)
+    }
+
+    @inline(__always) @discardableResult
+    func unlink(_ ref: PacketRef, _ slot: Int, primary: Bool) -> Bool {
+        if primary {
+            guard connections[slot].primary.remove(ref, store) else { return false }
+            queuedPrimary -= 1
+        } else {
+            guard connections[slot].secondary.remove(ref, store) else { return false }
+            queuedSecondary -= 1
+        }
+        return true
     }
 
     // MARK: - Input
@@ -194,7 +245,7 @@ public final class Comparer {
                     >= configuration.compareTimeout,
                 connections[slot].kind != .tcp
             {
-                drop(connections[slot].secondary.popHead(store))
+                drop(dequeueHead(slot, primary: false))
             }
             if connections[slot].primary.isEmpty && connections[slot].secondary.isEmpty
                 && (connections[slot].isClosed || now &- connections[slot].lastActivity >= configuration.idleTimeout)
@@ -210,8 +261,8 @@ public final class Comparer {
         counters.checkpoints &+= 1
         forgetMalformed()
         for slot in connections.indices where connections[slot].inUse {
-            while !connections[slot].primary.isEmpty { release(connections[slot].primary.popHead(store)) }
-            while !connections[slot].secondary.isEmpty { drop(connections[slot].secondary.popHead(store)) }
+            while !connections[slot].primary.isEmpty { release(dequeueHead(slot, primary: true)) }
+            while !connections[slot].secondary.isEmpty { drop(dequeueHead(slot, primary: false)) }
             connections[slot].holding = false
             if connections[slot].haveBase, TCPSequence.after(connections[slot].primaryEnd, connections[slot].verified) {
                 connections[slot].verified = connections[slot].primaryEnd
@@ -226,8 +277,8 @@ public final class Comparer {
         failedOver = true
         forgetMalformed()
         for slot in connections.indices where connections[slot].inUse {
-            while !connections[slot].primary.isEmpty { drop(connections[slot].primary.popHead(store)) }
-            while !connections[slot].secondary.isEmpty { release(connections[slot].secondary.popHead(store)) }
+            while !connections[slot].primary.isEmpty { drop(dequeueHead(slot, primary: true)) }
+            while !connections[slot].secondary.isEmpty { release(dequeueHead(slot, primary: false)) }
         }
     }
 
@@ -424,14 +475,14 @@ public final class Comparer {
         case .release:
             // Log it, let the primary's packets go, and compare again from after them: a single differing byte
             // gives one event, not one per later segment.
-            while !connections[slot].primary.isEmpty { release(connections[slot].primary.popHead(store)) }
+            while !connections[slot].primary.isEmpty { release(dequeueHead(slot, primary: true)) }
             if connections[slot].kind == .tcp {
                 if TCPSequence.after(connections[slot].primaryEnd, connections[slot].verified) {
                     connections[slot].verified = connections[slot].primaryEnd
                 }
                 dropVerifiedSecondary(slot)
             } else if let secondary {
-                connections[slot].secondary.remove(secondary, store)
+                unlink(secondary, slot, primary: false)
                 drop(secondary)
             }
         }

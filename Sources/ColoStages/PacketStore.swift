@@ -5,7 +5,7 @@ import ColoPacket
 public struct PacketRef: Hashable, Sendable {
     public let index: UInt32
     @inlinable public init(index: UInt32) { self.index = index }
-    public static let none = PacketRef(index: .max)
+    @inlinable public static var none: PacketRef { PacketRef(index: .max) }
     @inlinable public var isNone: Bool { index == .max }
 }
 
@@ -56,14 +56,15 @@ extension PacketMetadata {
 /// returns nil and `refused` counts it: memory is bounded, never grown behind the operator's back.
 public final class PacketStore {
     /// Frames up to this size take a small buffer.
-    public static let smallSize = 2048
+    @inlinable public static var smallSize: Int { 2048 }
     /// QEMU's chardev receive limit (4096 + 65536).
-    public static let largeSize = 69632
+    @inlinable public static var largeSize: Int { 69632 }
 
     public let smallCount: Int
     public let largeCount: Int
-    private let memory: UnsafeMutableRawPointer
-    private let metadata: UnsafeMutablePointer<PacketMetadata>
+    // Internal for the inlinable accessors below: every stage in every module reaches packets through them.
+    @usableFromInline let memory: UnsafeMutableRawPointer
+    @usableFromInline let metadata: UnsafeMutablePointer<PacketMetadata>
     private let freeList: UnsafeMutablePointer<UInt32>
     private let counts: UnsafeMutablePointer<Int>  // [freeSmall, freeLarge, refused]
 
@@ -189,7 +190,7 @@ public final class PacketStore {
     }
 
     /// The whole buffer (its capacity), for writing a frame into.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func buffer(_ ref: PacketRef) -> UnsafeMutableRawBufferPointer {
         let index = Int(ref.index)
         if index < smallCount {
@@ -200,24 +201,24 @@ public final class PacketStore {
     }
 
     /// The frame's bytes (`length` of them).
-    @inline(__always)
+    @inlinable @inline(__always)
     public func frame(_ ref: PacketRef) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(rebasing: buffer(ref)[0..<metadata[Int(ref.index)].length])
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     public func mutableFrame(_ ref: PacketRef) -> UnsafeMutableRawBufferPointer {
         UnsafeMutableRawBufferPointer(rebasing: buffer(ref)[0..<metadata[Int(ref.index)].length])
     }
 
     /// The packet's metadata, in place.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func metadata(_ ref: PacketRef) -> UnsafeMutablePointer<PacketMetadata> {
         metadata + Int(ref.index)
     }
 
     /// The parsed packet view (only valid when `metadata(ref).pointee.parsed`).
-    @inline(__always)
+    @inlinable @inline(__always)
     public func packet(_ ref: PacketRef) -> Packet {
         Packet(bytes: frame(ref), layout: metadata[Int(ref.index)].layout)
     }

@@ -14,7 +14,9 @@ struct CompareRandomizedTests {
     }
 
     /// Cuts `body` into random segments (1...1448 bytes), with occasional retransmissions of earlier segments.
-    static func segments(_ body: [UInt8], _ c: inout ReplicaConversation, primary: Bool, rng: inout some RandomNumberGenerator)
+    static func segments(
+        _ body: [UInt8], _ c: inout ReplicaConversation, primary: Bool, rng: inout some RandomNumberGenerator
+    )
         -> [[UInt8]]
     {
         var frames: [[UInt8]] = []
@@ -39,7 +41,11 @@ struct CompareRandomizedTests {
 
     /// Runs the plan; returns the harness and the byte stream the client can reassemble from the released
     /// segments (placed by sequence number; nil where nothing was released).
-    static func run(_ body: [UInt8], secondaryBody: [UInt8], seed: UInt64) -> (PipelineHarness, [UInt8?]) {
+    /// `totalsWrong` counts the steps after which the comparer's running queue totals differed from a count of
+    /// every connection's queues.
+    static func run(_ body: [UInt8], secondaryBody: [UInt8], seed: UInt64) -> (
+        PipelineHarness, [UInt8?], totalsWrong: Int
+    ) {
         var rng = SplitMix(seed: seed)
         let h = PipelineHarness()
         var c = ReplicaConversation()
@@ -50,32 +56,37 @@ struct CompareRandomizedTests {
         c.handshake(h)
         var p = segments(body, &c, primary: true, rng: &rng)[...]
         var s = segments(secondaryBody, &c, primary: false, rng: &rng)[...]
+        var totalsWrong = 0
         while !p.isEmpty || !s.isEmpty {
             if !p.isEmpty && (s.isEmpty || Bool.random(using: &rng)) {
                 h.fromPrimary(p.removeFirst())
             } else {
                 h.fromSecondary(s.removeFirst())
             }
+            if h.pipeline.comparer.queuedPackets != h.pipeline.comparer.queuedPacketsByWalk { totalsWrong += 1 }
         }
         var stream = [UInt8?](repeating: nil, count: body.count)
         for frame in h.client {
             guard let segment = parsed(frame), !segment.payload.isEmpty else { continue }
             let start = Int(segment.seq &- c.primaryISN &- 1)
             for (i, byte) in segment.payload.enumerated() where start + i < stream.count {
-                if let existing = stream[start + i], existing != byte { stream[start + i] = nil } else {
+                if let existing = stream[start + i], existing != byte {
+                    stream[start + i] = nil
+                } else {
                     stream[start + i] = byte
                 }
             }
         }
-        return (h, stream)
+        return (h, stream, totalsWrong)
     }
 
     @Test("Equal streams never diverge, whatever the segmentation, order and retransmissions", arguments: 0..<40)
     func equalStreams(seed: Int) {
         var rng = SplitMix(seed: UInt64(seed) &* 0x9E37_79B9)
         let body = (0..<Int.random(in: 1...30000, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
-        let (h, stream) = Self.run(body, secondaryBody: body, seed: UInt64(seed))
+        let (h, stream, totalsWrong) = Self.run(body, secondaryBody: body, seed: UInt64(seed))
         #expect(h.events.isEmpty, "seed \(seed): \(h.events.map(\.summary))")
+        #expect(totalsWrong == 0, "seed \(seed): queue totals drifted")
         // Every byte of the primary's stream reached the client (retransmissions repeat some, consistently).
         #expect(stream.map { $0 ?? 0 } == body && !stream.contains(nil), "seed \(seed)")
         #expect(h.pipeline.comparer.counters.bytesCompared == UInt64(body.count), "seed \(seed)")
@@ -88,7 +99,8 @@ struct CompareRandomizedTests {
         var changed = body
         let changedIndex = Int.random(in: 0..<body.count, using: &rng)
         changed[changedIndex] ^= UInt8.random(in: 1...255, using: &rng)
-        let (h, _) = Self.run(body, secondaryBody: changed, seed: UInt64(seed))
+        let (h, _, totalsWrong) = Self.run(body, secondaryBody: changed, seed: UInt64(seed))
+        #expect(totalsWrong == 0, "seed \(seed): queue totals drifted after the divergence")
         #expect(h.events.count == 1, "seed \(seed): \(h.events.map(\.summary))")
         #expect(h.events.first?.streamOffset == UInt64(changedIndex), "seed \(seed)")
     }
