@@ -69,6 +69,7 @@ extension GraphProxy: RunningProxy {
                 "passed": .integer(Int64(counters.passed)), "loops": .integer(Int64(counters.loops)),
                 "link-mismatch": .integer(Int64(counters.linkMismatch)),
                 "paused-turns": .integer(Int64(pausedTurns)),
+                "lead-deferred-turns": .integer(Int64(leadDeferredTurns)),
             ]),
             "conntrack": .object([
                 "entries": .integer(Int64(tracker.count)), "created": .integer(Int64(conntrack.created)),

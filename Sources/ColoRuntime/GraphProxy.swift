@@ -19,6 +19,9 @@ public final class GraphProxy: @unchecked Sendable {
     public struct Configuration: Sendable {
         public var batchSize = 64
         public var storeBuffers = 16384
+        /// When both of a comparer's input ports have frames waiting and one side already has this many more
+        /// packets queued in the comparer than the other, the leading side's port is not read that turn.
+        public var leadLimit = 256
         public var conntrack = ColoPipeline.defaultConntrack
         public init() {}
     }
@@ -51,6 +54,12 @@ public final class GraphProxy: @unchecked Sendable {
     /// the kernel (a stream socket's sender waits), so the other replica catches up first.
     @exclusivity(unchecked) private var paused: [Bool]
     @exclusivity(unchecked) private var storePressure = false
+    /// Per port, this turn: poll reported it readable / it is left for a later turn because it leads its comparer.
+    @exclusivity(unchecked) private var readable: [Bool]
+    @exclusivity(unchecked) private var deferred: [Bool]
+    /// Turns on which a leading side's port was left unread while the other side had frames waiting
+    /// (`query-stats` graph.lead-deferred-turns).
+    @exclusivity(unchecked) public private(set) var leadDeferredTurns: UInt64 = 0
     /// Turns on which some port was paused for store pressure (`query-stats` graph.paused-turns).
     @exclusivity(unchecked) public private(set) var pausedTurns: UInt64 = 0
     public let rewriters: [Rewriter]
@@ -78,7 +87,15 @@ public final class GraphProxy: @unchecked Sendable {
     private let origin: UnsafeMutablePointer<UInt16>
     private let holdsVerdicts: [Bool]
     private var eventsSeen: [Int]
-    @exclusivity(unchecked) private var releaseScratch: [[PacketRef]]
+    /// `comparers`, `rewriters` and the socket ports again, unretained, for the per-frame walk: a call on a class
+    /// reference read out of an array retains and releases it around the call. The arrays own them for as long
+    /// as the proxy lives.
+    private let comparerRefs: UnsafeMutablePointer<Unmanaged<Comparer>>
+    private let rewriterRefs: UnsafeMutablePointer<Unmanaged<Rewriter>>
+    private let rewriterCount: Int
+    /// Per port, the socket port it is (nil for other kinds, which are called through `ports`).
+    private let socketRefs: UnsafeMutablePointer<Unmanaged<SocketPort>?>
+    private let portLinkTypes: UnsafeMutablePointer<LinkType>
     @exclusivity(unchecked) private var failedOver = false
     @exclusivity(unchecked) var tally = MetricsTally()
     @exclusivity(unchecked) private var depth = 0
@@ -121,6 +138,8 @@ public final class GraphProxy: @unchecked Sendable {
             (graph.portIDs.firstIndex(of: node.spec.primaryIn), graph.portIDs.firstIndex(of: node.spec.secondaryIn))
         }
         paused = Array(repeating: false, count: ports.count)
+        readable = Array(repeating: false, count: ports.count)
+        deferred = Array(repeating: false, count: ports.count)
         comparers = graph.compares.map { node in
             var compare = CompareConfiguration()
             compare.compareTimeout = node.spec.compareTimeoutMilliseconds * 1_000_000
@@ -130,7 +149,21 @@ public final class GraphProxy: @unchecked Sendable {
             return Comparer(configuration: compare, store: store, tracker: tracker)
         }
         eventsSeen = Array(repeating: 0, count: graph.compares.count)
-        releaseScratch = Array(repeating: [], count: graph.compares.count)
+        comparerRefs = .allocate(capacity: max(1, comparers.count))
+        for (index, comparer) in comparers.enumerated() {
+            (comparerRefs + index).initialize(to: .passUnretained(comparer))
+        }
+        rewriterRefs = .allocate(capacity: max(1, rewriters.count))
+        for (index, rewriter) in rewriters.enumerated() {
+            (rewriterRefs + index).initialize(to: .passUnretained(rewriter))
+        }
+        rewriterCount = rewriters.count
+        socketRefs = .allocate(capacity: max(1, ports.count))
+        portLinkTypes = .allocate(capacity: max(1, ports.count))
+        for (index, port) in ports.enumerated() {
+            (socketRefs + index).initialize(to: (port as? SocketPort).map { .passUnretained($0) })
+            (portLinkTypes + index).initialize(to: port.linkType)
+        }
         let stageCount = graph.chains.reduce(0) { $0 + $1.slots.count }
         stageList = .allocate(capacity: max(1, stageCount))
         stageEnabled = .allocate(capacity: max(1, stageCount))
@@ -198,6 +231,10 @@ public final class GraphProxy: @unchecked Sendable {
 
     deinit {
         stageList.deallocate()
+        comparerRefs.deallocate()
+        rewriterRefs.deallocate()
+        socketRefs.deallocate()
+        portLinkTypes.deallocate()
         stageEnabled.deallocate()
         chainStart.deallocate()
         chainEnds.deallocate()
@@ -245,6 +282,7 @@ public final class GraphProxy: @unchecked Sendable {
             let ready = poll(&descriptors, nfds_t(descriptors.count), 20)
             let now = monotonicNanoseconds()
             if ready > 0 {
+                deferLeadingSides(descriptors, owners)
                 var seen = -2
                 for (slot, descriptor) in descriptors.enumerated() where descriptor.revents != 0 {
                     let owner = owners[slot]
@@ -253,8 +291,8 @@ public final class GraphProxy: @unchecked Sendable {
                         reportEvents()
                         continue
                     }
-                    // A port with several descriptors is read once per turn; a paused one not at all.
-                    guard owner != seen, !paused[owner] else { continue }
+                    // A port with several descriptors is read once per turn; a paused or deferred one not at all.
+                    guard owner != seen, !paused[owner], !deferred[owner] else { continue }
                     seen = owner
                     receive(from: owner, now: now)
                 }
@@ -290,13 +328,51 @@ public final class GraphProxy: @unchecked Sendable {
         if paused.contains(true) { pausedTurns &+= 1 }
     }
 
+    /// Keeps a comparer's two inputs close together: when both ports have frames waiting and one side already
+    /// leads by `leadLimit` queued packets, only the other side is read this turn. A lead, once there, otherwise
+    /// lasts (each turn reads about as much from both), and every comparison then reaches back to packets stored
+    /// thousands of frames earlier, long gone from the caches. A side whose partner has nothing waiting is always
+    /// read, so a silent replica never holds the other's traffic back (its packets wait for the compare timeout in
+    /// the comparer as before).
+    private func deferLeadingSides(_ descriptors: [pollfd], _ owners: [Int]) {
+        for index in readable.indices {
+            readable[index] = false
+            deferred[index] = false
+        }
+        for (slot, descriptor) in descriptors.enumerated() where owners[slot] >= 0 {
+            if descriptor.revents & Int16(POLLIN) != 0 { readable[owners[slot]] = true }
+        }
+        var any = false
+        for (index, inputs) in comparerInputs.enumerated() {
+            guard let primary = inputs.primary, let secondary = inputs.secondary, primary != secondary,
+                readable[primary], readable[secondary]
+            else { continue }
+            let queued = comparers[index].queuedPackets
+            if queued.primary >= queued.secondary + configuration.leadLimit {
+                deferred[primary] = true
+                any = true
+            } else if queued.secondary >= queued.primary + configuration.leadLimit {
+                deferred[secondary] = true
+                any = true
+            }
+        }
+        if any { leadDeferredTurns &+= 1 }
+    }
+
     private func receive(from index: Int, now: UInt64) {
         let chain = ObjectGraph.txChain(index)
-        _ = ports[index].receive(into: store, limit: configuration.batchSize, now: now) { ref in
-            store.metadata(ref).pointee.source = .other
-            origin[Int(ref.index)] = UInt16(truncatingIfNeeded: index)
-            if learnsAddresses[index] { learnAddresses(ref, port: index) }
-            process(ref, chain: chain, from: 0, now: now)
+        let deliver = { (ref: PacketRef) in
+            self.store.metadata(ref).pointee.source = .other
+            self.origin[Int(ref.index)] = UInt16(truncatingIfNeeded: index)
+            if self.learnsAddresses[index] { self.learnAddresses(ref, port: index) }
+            self.process(ref, chain: chain, from: 0, now: now)
+        }
+        if let socket = socketRefs[index] {
+            _ = socket._withUnsafeGuaranteedRef {
+                $0.receive(into: store, limit: configuration.batchSize, now: now, deliver: deliver)
+            }
+        } else {
+            _ = ports[index].receive(into: store, limit: configuration.batchSize, now: now, deliver: deliver)
         }
     }
 
@@ -346,9 +422,9 @@ public final class GraphProxy: @unchecked Sendable {
                 deliver(ref, to: target, now: now)
                 return
             case .rewriteToward(let index):
-                rewriters[index].rewriteTowardSecondary(ref, in: store)
+                rewriterRefs[index]._withUnsafeGuaranteedRef { $0.rewriteTowardSecondary(ref, in: store) }
             case .rewriteFrom(let index):
-                rewriters[index].rewriteFromSecondary(ref, in: store)
+                rewriterRefs[index]._withUnsafeGuaranteedRef { $0.rewriteFromSecondary(ref, in: store) }
             case .track(let zone):
                 let meta = store.metadata(ref)
                 if meta.pointee.track.zone == zone, !meta.pointee.track.state.isEmpty { continue }
@@ -356,9 +432,17 @@ public final class GraphProxy: @unchecked Sendable {
                     meta.pointee.track = .invalid(.malformed, zone: zone)
                     continue
                 }
+                // Tested in place: read from a fresh copy of the layout, the flag waited on the copy.
+                if !meta.pointee.layout.isFragment {
+                    // Whole datagrams (nearly all) are tracked here and walk on: no hop through the fragment
+                    // front end's delivery closure, no recursion.
+                    meta.pointee.track = tracker.track(store.packet(ref), zone: zone, now: now)
+                    continue
+                }
+                let packet = store.packet(ref)
                 resume[Int(ref.index)] = UInt32(chain) << 16 | UInt32(position)
                 let next = position + 1
-                frontEnd.process(store.packet(ref), zone: zone, now: now, token: UInt64(ref.index)) { token, result in
+                frontEnd.process(packet, zone: zone, now: now, token: UInt64(ref.index)) { token, result in
                     let done = PacketRef(index: UInt32(truncatingIfNeeded: token))
                     store.metadata(done).pointee.track = result
                     process(done, chain: chain, from: next, now: now)
@@ -385,12 +469,12 @@ public final class GraphProxy: @unchecked Sendable {
                 var bytes = store.frame(ref)
                 var vnetHeaderLength = meta.vnetHeaderLength
                 var sendable = true
-                if meta.linkType != ports[port].linkType {
+                if meta.linkType != portLinkTypes[port] {
                     // Ethernet toward a raw-IP port: the IP packet goes. Raw IP toward an Ethernet port gets the
                     // addresses last seen from that port, swapped (the station behind it becomes the destination);
                     // before the port has sent anything it is refused and counted.
                     let isIP = meta.parsed && (meta.layout.network == .ipv4 || meta.layout.network == .ipv6)
-                    if ports[port].linkType == .rawIP, isIP {
+                    if portLinkTypes[port] == .rawIP, isIP {
                         bytes = UnsafeRawBufferPointer(
                             rebasing: bytes[(vnetHeaderLength + meta.layout.networkOffset)...])
                         vnetHeaderLength = 0
@@ -402,7 +486,7 @@ public final class GraphProxy: @unchecked Sendable {
                         sendable = false
                     }
                 }
-                if sendable && !ports[port].send(bytes, vnetHeaderLength: vnetHeaderLength) {
+                if sendable && !send(bytes, vnetHeaderLength: vnetHeaderLength, to: port) {
                     counters.sendRefused &+= 1
                 }
                 // Written elsewhere: the kernel's original must not go on as well.
@@ -418,10 +502,12 @@ public final class GraphProxy: @unchecked Sendable {
             store.release(ref)
         case .compare(let index, let primary):
             if primary {
-                for rewriter in rewriters { rewriter.observePrimary(ref, in: store) }
-                comparers[index].primary(ref, now: now)
+                for rewriter in 0..<rewriterCount {
+                    rewriterRefs[rewriter]._withUnsafeGuaranteedRef { $0.observePrimary(ref, in: store) }
+                }
+                comparerRefs[index]._withUnsafeGuaranteedRef { $0.primary(ref, now: now) }
             } else {
-                comparers[index].secondary(ref, now: now)
+                comparerRefs[index]._withUnsafeGuaranteedRef { $0.secondary(ref, now: now) }
             }
             drain(index, now: now)
         }
@@ -439,27 +525,29 @@ public final class GraphProxy: @unchecked Sendable {
         }
     }
 
-    private func drain(_ index: Int, now: UInt64) {
-        let comparer = comparers[index]
-        if !comparer.released.isEmpty {
-            let target = compareOutdevs[index]
-            // Swapped out first (no copy, no allocation): delivering can reach this comparer again.
-            var released = releaseScratch[index]
-            releaseScratch[index] = []
-            swap(&released, &comparer.released)
-            for ref in released {
-                tally.released(receivedAt: store.metadata(ref).pointee.receivedAt, now: now)
-                deliver(ref, to: target, now: now)
-            }
-            released.removeAll(keepingCapacity: true)
-            releaseScratch[index] = released
+    private func send(_ bytes: UnsafeRawBufferPointer, vnetHeaderLength: Int, to port: Int) -> Bool {
+        if let socket = socketRefs[port] {
+            return socket._withUnsafeGuaranteedRef { $0.send(bytes, vnetHeaderLength: vnetHeaderLength) }
         }
-        if !comparer.dropped.isEmpty {
-            for ref in comparer.dropped {
+        return ports[port].send(bytes, vnetHeaderLength: vnetHeaderLength)
+    }
+
+    /// Sends on what the comparer released and returns what it dropped. Popped one at a time from the head:
+    /// delivering can reach this comparer again and queue more (a nested drain then takes those), and every ref
+    /// still leaves in the order the comparer queued it.
+    private func drain(_ index: Int, now: UInt64) {
+        comparerRefs[index]._withUnsafeGuaranteedRef { comparer in
+            if !comparer.released.isEmpty {
+                let target = compareOutdevs[index]
+                while let ref = comparer.released.popFirst() {
+                    tally.released(receivedAt: store.metadata(ref).pointee.receivedAt, now: now)
+                    deliver(ref, to: target, now: now)
+                }
+            }
+            while let ref = comparer.dropped.popFirst() {
                 settle(ref, accept: false)
                 store.release(ref)
             }
-            comparer.dropped.removeAll(keepingCapacity: true)
         }
     }
 

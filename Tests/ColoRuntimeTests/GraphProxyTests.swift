@@ -131,6 +131,43 @@ struct GraphProxyTests {
         #expect(lab.events.count == 0)
     }
 
+    @Test("a side that leads by leadLimit packets is not read while the other has frames waiting; all released")
+    func leadingSideWaitsForTheOther() throws {
+        var configuration = GraphProxy.Configuration()
+        configuration.leadLimit = 256
+        let lab = try GraphHarness(
+            ports: Self.comparePorts, objects: ["colo-compare,id=cmp,primary_in=pin,secondary_in=sin,outdev=out"],
+            configuration: configuration)
+        defer { lab.stop() }
+        let journal = ReceiveJournal()
+        let frames = (0..<1500).map { udp("datagram \($0)") }
+        // The primary gets 1000 frames ahead, alone (nothing waits on the secondary, so nothing holds it back).
+        lab.ports["pin"]?.push(contentsOf: Array(frames[0..<1000]))
+        #expect(lab.wait { lab.proxy.perform { $0.comparers[0].queuedPackets.primary } == 1000 })
+        // Then both have frames waiting, handed over between two turns of the data thread.
+        _ = lab.proxy.perform { _ in
+            lab.ports["pin"]?.journal = journal
+            lab.ports["sin"]?.journal = journal
+            lab.ports["sin"]?.push(contentsOf: Array(frames[0..<1000]))
+            lab.ports["pin"]?.push(contentsOf: Array(frames[1000...]))
+            return true
+        }
+        #expect(lab.wait { lab.sent("out").count == 1000 })
+        lab.ports["sin"]?.push(contentsOf: Array(frames[1000...]))
+        #expect(lab.wait { lab.sent("out").count == 1500 })
+        // Read in turns of 64 a port, the primary's 500 would all be in before the secondary's 1000 were: instead
+        // the secondary is read alone until the lead is under the limit, and the lead stays there.
+        let entries = journal.all
+        let caughtUp = try #require(entries.firstIndex { $0.0 == "sin" && $0.1 >= 1000 })
+        let primaryRead = entries[..<caughtUp].last { $0.0 == "pin" }?.1 ?? 1000
+        #expect(primaryRead <= 1000 + 256 + 64, "primary frames read when the secondary had caught up")
+        #expect(primaryRead < 1500)
+        #expect((lab.proxy.perform { $0.leadDeferredTurns } ?? 0) > 0)
+        let inOrder = lab.sent("out") == frames
+        #expect(inOrder, "the primary's frames, in order")
+        #expect(lab.events.count == 0)
+    }
+
     @Test("the standard chain in object form: mirror, redirect, rewrite, compare over a TCP handshake")
     func standardChainObjects() throws {
         let objects = RunCommand.standardChain(client: "c", primary: "p", secondary: "s").map(\.specText)

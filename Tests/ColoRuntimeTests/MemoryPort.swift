@@ -16,6 +16,8 @@ final class MemoryPort: FramePort, @unchecked Sendable {
     private let outbox = Mutex<[[UInt8]]>([])
     private let wake: (read: Int32, write: Int32)
     private(set) var portCounters = PortCounters()
+    /// When set, each receive call notes (port id, frames received so far) here, in the order the proxy read.
+    var journal: ReceiveJournal?
 
     init(_ id: String, linkType: LinkType = .ethernet) {
         self.id = id
@@ -31,8 +33,11 @@ final class MemoryPort: FramePort, @unchecked Sendable {
         Glibc.close(wake.write)
     }
 
-    func push(_ frame: [UInt8]) {
-        inbox.withLock { $0.append(frame) }
+    func push(_ frame: [UInt8]) { push(contentsOf: [frame]) }
+
+    /// Queues all of `frames` at once (the proxy sees none of them before it sees all).
+    func push(contentsOf frames: [[UInt8]]) {
+        inbox.withLock { $0.append(contentsOf: frames) }
         var byte: UInt8 = 1
         _ = Glibc.write(wake.write, &byte, 1)
     }
@@ -68,6 +73,7 @@ final class MemoryPort: FramePort, @unchecked Sendable {
             portCounters.framesIn += 1
             deliver(ref)
         }
+        journal?.note(id, portCounters.framesIn)
         return frames.count
     }
 
@@ -79,4 +85,11 @@ final class MemoryPort: FramePort, @unchecked Sendable {
 
     func service(now: UInt64) {}
     func close() {}
+}
+
+/// The order in which a proxy read its memory ports: (port id, that port's frames in so far) per receive call.
+final class ReceiveJournal: @unchecked Sendable {
+    private let entries = Mutex<[(String, UInt64)]>([])
+    func note(_ id: String, _ framesIn: UInt64) { entries.withLock { $0.append((id, framesIn)) } }
+    var all: [(String, UInt64)] { entries.withLock { $0 } }
 }
