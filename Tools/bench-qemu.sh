@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark (issue 5): `colo-proxy loadgen` against QEMU's standalone colo-compare and against `colo-proxy run`
 # (release build) with the same three chardev sockets; prints released frame pairs per second and the ratio.
+# A third endpoint, the direct path (Tools/direct-forward.c: primary_in copied to outdev, no comparison), measures
+# the ceiling of the load generator and loopback TCP in the same run.
 #
 #   Tools/bench-qemu.sh            # both workloads: 64 x 100-byte and 1 x 1400-byte connections
 #   SKIP_BUILD=1 PACKETS_SMALL=2000 PACKETS_LARGE=100000 Tools/bench-qemu.sh   # reuse the release build, set sizes
@@ -13,11 +15,16 @@ command -v qemu-system-x86_64 >/dev/null || { echo "bench-qemu: qemu-system-x86_
 [ -n "${SKIP_BUILD:-}" ] || swift build -c release --product colo-proxy >&2
 bin=.build/release/colo-proxy
 [ -x "$bin" ] || { echo "bench-qemu: $bin missing" >&2; exit 1; }
+work=$(mktemp -d /tmp/bench-qemu.XXXXXX)
+compiler=$(command -v cc || command -v clang || true)
+[ -n "$compiler" ] || { echo "bench-qemu: no C compiler (cc or clang) for Tools/direct-forward.c" >&2; exit 1; }
+"$compiler" -O2 -o "$work/direct-forward" Tools/direct-forward.c
 
-base=${BASE_PORT:-47100}
+# Below the ephemeral range (32768-60999): a fixed port there can be some client connection's local port.
+base=${BASE_PORT:-27100}
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; pids=(); }
-trap cleanup EXIT
+trap 'cleanup; rm -rf "$work"' EXIT
 
 # Listening, checked without connecting (a probe connection would count as a chardev client).
 wait_port() { for _ in $(seq 200); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.05; done; return 1; }
@@ -41,8 +48,13 @@ start_proxy() { # P1 P2 P3
     pids+=($!)
 }
 
+start_direct() { # P1 P2 P3 (consecutive)
+    "$work/direct-forward" "$1" &
+    pids+=($!)
+}
+
 # One measurement on a fresh endpoint (QEMU 7.2 loses the first frame after its chardev clients reconnect).
-measure() { # qemu|proxy CONNECTIONS PACKETS PAYLOAD
+measure() { # qemu|proxy|direct CONNECTIONS PACKETS PAYLOAD
     local p1=$base p2=$((base + 1)) p3=$((base + 2))
     base=$((base + 3))
     "start_$1" $p1 $p2 $p3
@@ -60,10 +72,12 @@ for workload in "64 ${PACKETS_SMALL:-2000} 100" "1 ${PACKETS_LARGE:-100000} 1400
     set -- $workload
     q=$(measure qemu "$@")
     c=$(measure proxy "$@")
-    qp=$(echo "$q" | pps) cp=$(echo "$c" | pps)
-    ratio=$(awk -v a="$cp" -v b="$qp" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "n/a" }')
+    d=$(measure direct "$@")
+    qp=$(echo "$q" | pps) cp=$(echo "$c" | pps) dp=$(echo "$d" | pps)
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
     echo "workload: $1 connections x $2 packets x $3-byte payload"
     echo "  qemu colo-compare: $(echo "$q" | released) released, $qp pairs/s    $q"
     echo "  colo-proxy:        $(echo "$c" | released) released, $cp pairs/s    $c"
-    echo "  ratio colo-proxy/qemu: $ratio"
+    echo "  direct path:       $(echo "$d" | released) released, $dp pairs/s    $d"
+    echo "  ratio colo-proxy/qemu: $(ratio "$cp" "$qp")   direct/qemu: $(ratio "$dp" "$qp")   colo-proxy/direct: $(ratio "$cp" "$dp")"
 done

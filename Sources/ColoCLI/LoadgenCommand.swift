@@ -187,12 +187,15 @@ public enum LoadgenRun {
         var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
         setsockopt(outFD, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
 
+        // Batch boundaries are found before the clock starts: walking a million frames is the harness's work.
+        let primaryEnds = interleave > 0 ? batchEnds(primaryStream, frames: interleave) : []
+        let secondaryEnds = interleave > 0 ? batchEnds(secondaryStream, frames: interleave) : []
         let start = Date()
         if interleave > 0 {
             // One thread, K frames to the primary then K to the secondary: the replicas run in lock-step, so neither
             // side gets more than a batch (plus socket buffers) ahead of the other.
             let thread = Thread {
-                writeInterleaved(primaryFD, primaryStream, secondaryFD, secondaryStream, framesPerBatch: interleave)
+                writeInterleaved(primaryFD, primaryStream, primaryEnds, secondaryFD, secondaryStream, secondaryEnds)
             }
             thread.start()
         }
@@ -269,9 +272,9 @@ public enum LoadgenRun {
         return ends
     }
 
-    static func writeInterleaved(_ fdA: Int32, _ a: [UInt8], _ fdB: Int32, _ b: [UInt8], framesPerBatch: Int) {
-        let endsA = batchEnds(a, frames: framesPerBatch)
-        let endsB = batchEnds(b, frames: framesPerBatch)
+    static func writeInterleaved(
+        _ fdA: Int32, _ a: [UInt8], _ endsA: [Int], _ fdB: Int32, _ b: [UInt8], _ endsB: [Int]
+    ) {
         var startA = 0
         var startB = 0
         for i in 0..<max(endsA.count, endsB.count) {
