@@ -18,19 +18,23 @@ import ColoStages
 /// - A bad frame (L = 0, L > 69632, a bad V, fewer than 14 Ethernet bytes) or a stream cut inside a frame is logged
 ///   (one line through `log`), counted in `errors`, and closes that connection (`disconnects`); nothing after a bad
 ///   length can be trusted. Other ports go on.
-/// - Output is queued in a bounded buffer (`outputCapacity` bytes) and written as the socket takes it (POLLOUT is
-///   requested while bytes wait); a frame that does not fit is refused and counted in `sendRefused`, so a peer that
-///   never reads costs this port its frames, never the data thread its time. Bytes still queued when a connection
-///   drops are discarded (`outputDiscardedBytes`).
+/// - Output is queued, at most `outputCapacity` bytes, and written as the socket takes it; a frame that does not
+///   fit is refused and counted in `sendRefused`, so a peer that never reads costs this port its frames, never the
+///   data thread its time. Bytes still queued when a connection drops are discarded (`outputDiscardedBytes`).
+/// - The connected socket's `recv` and `send` run on the port's own thread (`SocketStreamPump`); the data thread
+///   takes what was read in chunks of up to 64 KiB and hands over output in chunks. Accepting, connecting, framing,
+///   errors and closing stay on the data thread.
 ///
-/// `receive` reads until the socket is drained or `limit` frames were delivered; one 64 KiB read may complete more
-/// frames than `limit`, and all of them are delivered (the stream cannot be put back).
+/// `receive` takes read chunks until `limit` frames were delivered; one chunk may complete more frames than
+/// `limit`, and all of them are delivered (the stream cannot be put back).
 ///
-/// Nothing on the receive or send path allocates: reads go into one reused buffer, frames are copied straight into
-/// store buffers, and output is encoded in place into the queue.
+/// Nothing on the receive or send path allocates: chunks are fixed memory, frames are copied straight into store
+/// buffers, and output is encoded in place into the current output chunk.
 public final class SocketPort: FramePort {
     public static let defaultOutputCapacity = 1 << 20
     static let readCapacity = 65_536
+    /// Largest output chunk: published to the pump once half full or at the end of each data-loop turn.
+    static let outputChunkLimit = 262_144
 
     public let id: String
     public let linkType: LinkType = .ethernet
@@ -69,10 +73,18 @@ public final class SocketPort: FramePort {
     static let acceptInterval: UInt64 = 100_000_000
     /// Set after a failed attempt is logged, so a client retrying every N s logs the first failure only.
     private var failureLogged = false
-    private let readBuffer: UnsafeMutableRawBufferPointer
-    private let output: UnsafeMutableRawBufferPointer
-    @exclusivity(unchecked) private var outputStart = 0
-    @exclusivity(unchecked) private var outputEnd = 0
+    private let pump: SocketStreamPump
+    private let outputCapacity: Int
+    /// The output chunk the data thread encodes into, and how much of it is filled.
+    @exclusivity(unchecked) private var outputChunk = 0
+    @exclusivity(unchecked) private var outputFill = 0
+    /// Output bytes handed to the pump since the connection started, and the pump's written count last read.
+    @exclusivity(unchecked) private var publishedBytes = 0
+    @exclusivity(unchecked) private var knownWritten = 0
+    /// The pump's written count when a wait for room last gave up (-1: none).
+    @exclusivity(unchecked) private var stalledAt = -1
+    /// Longest wait for room in the output queue while the peer reads nothing.
+    static let outputWait: UInt64 = 10_000_000
 
     /// Opens the port: a server binds and listens now (and throws when it cannot); a client makes its first
     /// connection attempt on the first `service(now:)`, and a failure is counted and logged, not thrown (see
@@ -84,8 +96,12 @@ public final class SocketPort: FramePort {
         framing = ChardevFraming(vnetHeaderSupport: spec.vnetHeaderSupport)
         decoder = ChardevFrameDecoder(framing: framing)
         encoder = ChardevFrameEncoder(framing: framing)
-        readBuffer = .allocate(byteCount: Self.readCapacity, alignment: 64)
-        output = .allocate(byteCount: max(outputCapacity, 8 + ChardevFraming.defaultMaxFrameLength), alignment: 64)
+        // Room for at least one largest frame, whatever `outputCapacity` says.
+        let largestFrame = 8 + ChardevFraming.defaultMaxFrameLength
+        self.outputCapacity = max(outputCapacity, largestFrame)
+        pump = try SocketStreamPump(
+            inputChunkSize: Self.readCapacity,
+            outputChunkSize: max(min(outputCapacity, Self.outputChunkLimit), largestFrame), name: "port \(spec.id)")
         // Every stored property is set by now, so a throw here still runs deinit, which frees the buffers (freeing
         // them here as well was a double free: a port that could not listen aborted the process).
         if spec.server { try listen() }
@@ -93,15 +109,13 @@ public final class SocketPort: FramePort {
 
     deinit {
         close()
-        readBuffer.deallocate()
-        output.deallocate()
     }
 
     /// Whether a peer is connected now (tests and logs).
     public var isConnected: Bool { connection >= 0 && !connecting }
 
     /// Bytes queued for the peer, not yet written.
-    public var pendingOutputBytes: Int { outputEnd - outputStart }
+    public var pendingOutputBytes: Int { publishedBytes - pump.written + outputFill }
 
     public func appendPollDescriptors(to descriptors: inout [pollfd]) {
         guard !closed else { return }
@@ -109,9 +123,11 @@ public final class SocketPort: FramePort {
             descriptors.append(pollfd(fd: listener, events: Int16(POLLIN), revents: 0))
         }
         guard connection >= 0 else { return }
-        var events = Int16(POLLIN)
-        if connecting || outputEnd > outputStart { events |= Int16(POLLOUT) }
-        descriptors.append(pollfd(fd: connection, events: connecting ? Int16(POLLOUT) : events, revents: 0))
+        if connecting {
+            descriptors.append(pollfd(fd: connection, events: Int16(POLLOUT), revents: 0))
+        } else {
+            descriptors.append(pollfd(fd: pump.wakeDescriptor, events: Int16(POLLIN), revents: 0))
+        }
     }
 
     public func receive(into store: PacketStore, limit: Int, now: UInt64, deliver: (PacketRef) -> Void) -> Int {
@@ -125,42 +141,42 @@ public final class SocketPort: FramePort {
         }
         if connecting { finishConnect(now: now) }
         guard connection >= 0, !connecting else { return 0 }
-        flush(now: now)
+        publishOutput()
         var delivered = 0
-        while delivered < limit, connection >= 0 {
-            let count = recv(connection, readBuffer.baseAddress, readBuffer.count, 0)
-            if count < 0 {
-                let code = errno
-                if code == EINTR { continue }
-                if code != EAGAIN && code != EWOULDBLOCK {
+        reading: while delivered < limit, connection >= 0, let input = pump.takeInput() {
+            switch input.kind {
+            case .data:
+                do throws(ChardevError) {
+                    if let notifyHandler {
+                        try notifyDecoder.feed(input.bytes) { (message: NotifyMessage) throws(ChardevError) in
+                            self.portCounters.framesIn &+= 1
+                            notifyHandler(message)
+                        }
+                    } else {
+                        try decoder.feed(input.bytes) { (frame: ChardevFrame) throws(ChardevError) in
+                            self.take(frame, into: store, now: now, deliver: deliver)
+                            delivered += 1
+                        }
+                    }
+                } catch {
+                    pump.recycle(input)
                     portCounters.errors &+= 1
-                    drop(now: now, reason: "read failed: \(errnoText(code))")
+                    drop(now: now, reason: "\(error)")
+                    break reading
                 }
-                break
-            }
-            if count == 0 {
+                pump.recycle(input)
+            case .endOfStream:
                 endOfStream(now: now)
-                break
-            }
-            do throws(ChardevError) {
-                let bytes = UnsafeRawBufferPointer(rebasing: readBuffer[0..<count])
-                if let notifyHandler {
-                    try notifyDecoder.feed(bytes) { (message: NotifyMessage) throws(ChardevError) in
-                        self.portCounters.framesIn &+= 1
-                        notifyHandler(message)
-                    }
-                } else {
-                    try decoder.feed(bytes) { (frame: ChardevFrame) throws(ChardevError) in
-                        self.take(frame, into: store, now: now, deliver: deliver)
-                        delivered += 1
-                    }
-                }
-            } catch {
+                break reading
+            case .readFailed(let code):
                 portCounters.errors &+= 1
-                drop(now: now, reason: "\(error)")
-                break
+                drop(now: now, reason: "read failed: \(errnoText(code))")
+                break reading
+            case .writeFailed(let code):
+                portCounters.errors &+= 1
+                drop(now: now, reason: "write failed: \(errnoText(code))")
+                break reading
             }
-            if count < readBuffer.count { break }
         }
         return delivered
     }
@@ -197,25 +213,24 @@ public final class SocketPort: FramePort {
         let vnetHeaderLength = headerLength
         let needed = encoder.encodedLength(
             vnetHeaderLength: vnetHeaderLength, ethernetLength: frame.count - vnetHeaderLength)
-        if output.count - outputEnd < needed && outputStart > 0 { compact() }
-        guard output.count - outputEnd >= needed else {
+        guard let chunk = outputRoom(needed) else {
             portCounters.sendRefused &+= 1
             return false
         }
         do throws(ChardevError) {
-            outputEnd += try encoder.encode(
+            outputFill += try encoder.encode(
                 vnetHeader: UnsafeRawBufferPointer(rebasing: frame[0..<vnetHeaderLength]),
                 ethernet: UnsafeRawBufferPointer(rebasing: frame[vnetHeaderLength...]),
-                into: UnsafeMutableRawBufferPointer(rebasing: output[outputEnd...]))
+                into: UnsafeMutableRawBufferPointer(rebasing: chunk[outputFill...]))
         } catch {
             portCounters.sendRefused &+= 1
             return false
         }
         portCounters.framesOut &+= 1
         portCounters.bytesOut &+= UInt64(frame.count)
-        // Written in bursts: `service` (every loop turn, after the batch that produced these frames) flushes; a
-        // quarter-full queue is flushed at once so that a burst never has to wait for room.
-        if outputEnd - outputStart >= output.count / 4 { flush(now: nil) }
+        // Written in bursts: `service` (every loop turn, after the batch that produced these frames) publishes; a
+        // half-full chunk goes at once so that the pump is writing while the next half fills.
+        if outputFill >= chunk.count / 2 { publishOutput() }
         return true
     }
 
@@ -226,15 +241,18 @@ public final class SocketPort: FramePort {
             portCounters.sendRefused &+= 1
             return false
         }
-        if output.count - outputEnd < message.encodedLength && outputStart > 0 { compact() }
+        guard let chunk = outputRoom(message.encodedLength) else {
+            portCounters.sendRefused &+= 1
+            return false
+        }
         do throws(ChardevError) {
-            outputEnd += try message.encode(into: UnsafeMutableRawBufferPointer(rebasing: output[outputEnd...]))
+            outputFill += try message.encode(into: UnsafeMutableRawBufferPointer(rebasing: chunk[outputFill...]))
         } catch {
             portCounters.sendRefused &+= 1
             return false
         }
         portCounters.framesOut &+= 1
-        flush(now: nil)
+        publishOutput()
         return true
     }
 
@@ -244,7 +262,7 @@ public final class SocketPort: FramePort {
         if connecting {
             finishConnect(now: now)
         } else if connection >= 0 {
-            if outputEnd > outputStart { flush(now: now) }
+            publishOutput()
         } else if !spec.server && !down && now >= retryAt {
             startConnect(now: now)
         }
@@ -252,9 +270,18 @@ public final class SocketPort: FramePort {
 
     public func close() {
         guard !closed else { return }
-        if connection >= 0, !connecting, outputEnd > outputStart { flush(now: nil) }
+        if connection >= 0, !connecting {
+            // What is queued gets a moment to go out (a peer that reads takes it; one that does not costs 100 ms).
+            publishOutput()
+            let deadline = monotonicNanoseconds() &+ 100_000_000
+            while pendingOutputBytes > 0 && monotonicNanoseconds() < deadline {
+                usleep(1000)
+                if outputFill > 0 { publishOutput() }
+            }
+        }
         closed = true
         if connection >= 0 {
+            if !connecting { _ = pump.detach() }
             Glibc.close(connection)
             connection = -1
         }
@@ -263,8 +290,11 @@ public final class SocketPort: FramePort {
             listener = -1
             if let path = address.unixPath { unlink(path) }
         }
-        outputStart = 0
-        outputEnd = 0
+        outputFill = 0
+        publishedBytes = 0
+        knownWritten = 0
+        stalledAt = -1
+        pump.stop()
     }
 
     // MARK: - Connections
@@ -391,8 +421,11 @@ public final class SocketPort: FramePort {
         failureLogged = false
         decoder.reset()
         notifyDecoder.reset()
-        outputStart = 0
-        outputEnd = 0
+        outputFill = 0
+        publishedBytes = 0
+        knownWritten = 0
+        stalledAt = -1
+        pump.attach(fd)
         portCounters.connects &+= 1
     }
 
@@ -409,13 +442,17 @@ public final class SocketPort: FramePort {
     /// Closes the connection; `reason` is logged when the drop is an error. A client schedules its reconnect.
     private func drop(now: UInt64?, reason: String?) {
         guard connection >= 0 else { return }
+        // The pump lets go of the descriptor before it is closed (and its number possibly reused).
+        let unsent = connecting ? 0 : pump.detach()
         Glibc.close(connection)
         connection = -1
         connecting = false
         portCounters.disconnects &+= 1
-        outputDiscardedBytes &+= UInt64(outputEnd - outputStart)
-        outputStart = 0
-        outputEnd = 0
+        outputDiscardedBytes &+= UInt64(unsent + outputFill)
+        outputFill = 0
+        publishedBytes = 0
+        knownWritten = 0
+        stalledAt = -1
         decoder.reset()
         notifyDecoder.reset()
         if let reason { log("port \(id): \(reason); connection closed") }
@@ -430,33 +467,42 @@ public final class SocketPort: FramePort {
 
     // MARK: - Output
 
-    private func flush(now: UInt64?) {
-        while outputEnd > outputStart, connection >= 0 {
-            let written = Glibc.send(
-                connection, output.baseAddress! + outputStart, outputEnd - outputStart, Int32(MSG_NOSIGNAL))
-            if written < 0 {
-                let code = errno
-                if code == EINTR { continue }
-                if code != EAGAIN && code != EWOULDBLOCK {
-                    portCounters.errors &+= 1
-                    drop(now: now, reason: "write failed: \(errnoText(code))")
-                }
-                return
-            }
-            outputStart += written
+    /// The current output chunk when `needed` more bytes fit in it and in the port's bound; nil otherwise (the
+    /// frame is refused). A full chunk is handed to the pump first, if the pump has a free one to give back.
+    private func outputRoom(_ needed: Int) -> UnsafeMutableRawBufferPointer? {
+        if let room = immediateOutputRoom(needed) { return room }
+        // Full. A peer that is reading is waited for, up to `outputWait`: its reading is all this port can send
+        // (and the data thread, not the kernel, would otherwise be the one to give up frames). A peer that read
+        // nothing during the last wait is not waited for again until it has read something.
+        let written = pump.written
+        guard connection >= 0, !connecting, written != stalledAt else { return nil }
+        let deadline = monotonicNanoseconds() &+ Self.outputWait
+        while monotonicNanoseconds() < deadline {
+            usleep(10)
+            if let room = immediateOutputRoom(needed) { return room }
         }
-        if outputStart == outputEnd {
-            outputStart = 0
-            outputEnd = 0
-        }
+        stalledAt = pump.written
+        return nil
     }
 
-    /// Moves the queued bytes to the front of the buffer, making room at its end.
-    private func compact() {
-        let pending = outputEnd - outputStart
-        if pending > 0 { memmove(output.baseAddress!, output.baseAddress! + outputStart, pending) }
-        outputStart = 0
-        outputEnd = pending
+    private func immediateOutputRoom(_ needed: Int) -> UnsafeMutableRawBufferPointer? {
+        if outputFill + needed > pump.outputChunkSize { publishOutput() }
+        guard outputFill + needed <= pump.outputChunkSize else { return nil }
+        // Queued bytes, from a possibly stale written count (it only grows): re-read only near the bound.
+        if publishedBytes - knownWritten + outputFill + needed > outputCapacity {
+            knownWritten = pump.written
+            guard publishedBytes - knownWritten + outputFill + needed <= outputCapacity else { return nil }
+        }
+        return pump.outputChunk(outputChunk)
+    }
+
+    /// Hands the filled part of the current output chunk to the pump.
+    private func publishOutput() {
+        guard outputFill > 0, connection >= 0, !connecting else { return }
+        guard let next = pump.publish(outputChunk, count: outputFill) else { return }
+        publishedBytes += outputFill
+        outputChunk = next
+        outputFill = 0
     }
 
     static func standardError(_ line: String) {

@@ -135,6 +135,84 @@ struct SocketPortTests {
         #expect(first.listeningPort == taken)
     }
 
+    @Test("a peer that reads, however slowly, loses nothing: a full queue waits for it instead of refusing frames")
+    func slowReaderLosesNothing() throws {
+        let path = socketPath("slow")
+        let (port, _) = try socketPort("socket,id=slow,path=\(path),server=on", outputCapacity: 100_000)
+        let pump = PortPump([port])
+        let peer = try Peer.unix(path)
+        #expect(pump.until { port.isConnected })
+        let frames = (0..<2000).map { ethernetFrame(UInt8(truncatingIfNeeded: $0), size: 1400) }
+        let expected = frames.flatMap { framed($0) }
+        // The reader takes 16 KiB at a time with pauses: the port's 100 KB queue fills over and over.
+        let received = LockedBytes()
+        let reader = Thread {
+            while received.count < expected.count {
+                let chunk = peer.read(min(16_384, expected.count - received.count), timeout: 3)
+                if chunk.isEmpty { break }
+                received.append(chunk)
+                usleep(200)
+            }
+        }
+        reader.start()
+        var taken = 0
+        for frame in frames where frame.withUnsafeBytes({ port.send($0, vnetHeaderLength: 0) }) { taken += 1 }
+        port.service(now: 0)
+        #expect(taken == frames.count)
+        #expect(port.portCounters.sendRefused == 0)
+        #expect(pump.until(timeout: 10) { received.count >= expected.count })
+        let intact = received.bytes == expected  // (a Bool: a failure should not print 3 MB)
+        #expect(intact, "every frame, in order")
+    }
+
+    @Test("closing the port gives queued output a moment: a reading peer gets every frame sent before the close")
+    func closeDeliversQueuedOutput() throws {
+        let path = socketPath("close")
+        let (port, _) = try socketPort("socket,id=close,path=\(path),server=on")
+        let pump = PortPump([port])
+        let peer = try Peer.unix(path)
+        #expect(pump.until { port.isConnected })
+        let frames = (0..<600).map { ethernetFrame(UInt8(truncatingIfNeeded: $0), size: 1000) }
+        let expected = frames.flatMap { framed($0) }
+        let received = LockedBytes()
+        let reader = Thread { received.append(peer.read(expected.count, timeout: 3)) }
+        // More than the socket buffers hold: most of it is still queued in the port when it closes.
+        for frame in frames { #expect(frame.withUnsafeBytes { port.send($0, vnetHeaderLength: 0) }) }
+        reader.start()
+        port.close()
+        #expect(pump.until { received.count > 0 })
+        let intact = received.bytes == expected
+        #expect(intact, "all 600 frames, in order, before the end of the stream")
+        #expect(peer.closedByPeer())
+    }
+
+    @Test(
+        "a peer that goes away while output is queued: the write failure is logged and counted, the server accepts again"
+    )
+    func writeFailureDropsTheConnection() throws {
+        let path = socketPath("gone")
+        let (port, lines) = try socketPort("socket,id=gone,path=\(path),server=on")
+        let pump = PortPump([port])
+        let peer = try Peer.unix(path)
+        #expect(pump.until { port.isConnected })
+        // The peer stops reading for good (its end stays open, so this is not an end of stream): sending fails
+        // with EPIPE, and that closes the connection.
+        shutdown(peer.fd, Int32(SHUT_RD))
+        let frame = ethernetFrame(9, size: 1400)
+        #expect(
+            pump.until {
+                _ = frame.withUnsafeBytes { port.send($0, vnetHeaderLength: 0) }
+                port.service(now: 0)
+                return port.portCounters.disconnects == 1
+            })
+        #expect(!port.isConnected)
+        #expect(port.portCounters.errors >= 1)
+        #expect(lines.all.contains { $0.contains("port gone") && $0.contains("connection closed") })
+        let next = try Peer.unix(path)
+        #expect(pump.until { port.isConnected })
+        _ = (peer, next)
+    }
+
     @Test("a client with reconnect=0 that cannot connect stays down, counted, and refuses frames")
     func clientWithoutReconnectStaysDown() throws {
         let (port, lines) = try socketPort("socket,id=c,path=\(socketPath("nobody")),reconnect=0")

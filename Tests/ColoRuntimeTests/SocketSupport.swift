@@ -2,6 +2,7 @@ import ColoPacket
 import ColoRuntime
 import ColoStages
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -31,7 +32,7 @@ func socketPath(_ name: String) -> String {
 }
 
 /// The test's end of a socket: plain blocking calls with timeouts.
-final class Peer {
+final class Peer: @unchecked Sendable {
     let fd: Int32
 
     init(fd: Int32) { self.fd = fd }
@@ -234,4 +235,12 @@ func socketPort(_ text: String, outputCapacity: Int = ColoRuntime.SocketPort.def
 final class LogLines: @unchecked Sendable {
     private(set) var all: [String] = []
     func append(_ line: String) { all.append(line) }
+}
+
+/// Bytes appended by one thread and read by another.
+final class LockedBytes: @unchecked Sendable {
+    private let storage = Mutex<[UInt8]>([])
+    func append(_ bytes: [UInt8]) { storage.withLock { $0 += bytes } }
+    var count: Int { storage.withLock { $0.count } }
+    var bytes: [UInt8] { storage.withLock { $0 } }
 }
