@@ -537,14 +537,13 @@ public final class GraphProxy: @unchecked Sendable {
     /// still leaves in the order the comparer queued it.
     private func drain(_ index: Int, now: UInt64) {
         comparerRefs[index]._withUnsafeGuaranteedRef { comparer in
-            if !comparer.released.isEmpty {
-                let target = compareOutdevs[index]
-                while let ref = comparer.released.popFirst() {
-                    tally.released(receivedAt: store.metadata(ref).pointee.receivedAt, now: now)
-                    deliver(ref, to: target, now: now)
-                }
+            guard comparer.hasOutput else { return }
+            let target = compareOutdevs[index]
+            while let ref = comparer.takeReleased() {
+                tally.released(receivedAt: store.metadata(ref).pointee.receivedAt, now: now)
+                deliver(ref, to: target, now: now)
             }
-            while let ref = comparer.dropped.popFirst() {
+            while let ref = comparer.takeDropped() {
                 settle(ref, accept: false)
                 store.release(ref)
             }

@@ -60,6 +60,12 @@ public final class Comparer {
     @exclusivity(unchecked) public var released: PacketRefQueue
     /// Packets to return to the store (the caller pops them).
     @exclusivity(unchecked) public var dropped: PacketRefQueue
+
+    /// The oldest released / dropped ref, removed. Other modules pop through these: their own accesses to the
+    /// queues above would carry run-time exclusivity checks (the attribute does not cross the module boundary).
+    public func takeReleased() -> PacketRef? { released.popFirst() }
+    public func takeDropped() -> PacketRef? { dropped.popFirst() }
+    public var hasOutput: Bool { !released.isEmpty || !dropped.isEmpty }
     @exclusivity(unchecked) public var events: [DivergenceEvent] = []
     /// Set when a divergence asks the controller for a checkpoint (cleared by the caller).
     @exclusivity(unchecked) public var checkpointRequested = false
