@@ -121,6 +121,7 @@ public final class GraphProxy: @unchecked Sendable {
         self.ports = ports
         self.configuration = configuration
         let store = PacketStore(small: configuration.storeBuffers, large: 64)
+        store.prefaultSmallBuffers()
         let tracker = ConnectionTracker(configuration: configuration.conntrack)
         self.store = store
         self.tracker = tracker

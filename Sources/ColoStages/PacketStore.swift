@@ -101,6 +101,18 @@ public final class PacketStore {
     /// Buffers in use.
     public var inUse: Int { smallCount + largeCount - counts[0] - counts[1] }
 
+    /// Touches every page of the small buffers once, so that the first frames into each buffer do not each take
+    /// a page fault (and a page clear) on the data path. The memory is the store's fixed bound anyway; a proxy
+    /// under load reaches it within seconds. Large buffers (up to 64 KiB frames) stay untouched until used.
+    public func prefaultSmallBuffers() {
+        let bytes = smallCount * Self.smallSize
+        var offset = 0
+        while offset < bytes {
+            memory.storeBytes(of: 0, toByteOffset: offset, as: UInt8.self)
+            offset += 4096
+        }
+    }
+
     /// A buffer for a frame of `length` bytes, or nil (counted) when none is free.
     @inlinable
     public func acquire(length: Int) -> PacketRef? {
