@@ -45,7 +45,7 @@ let package = Package(
         // pipeline that chains them.
         .target(
             name: "ColoStages",
-            dependencies: ["ColoPacket", "ColoConntrack", "ColoFragments", "ColoCapture"]
+            dependencies: ["ColoPacket", "ColoConntrack", "ColoFragments", "ColoCapture", "CColoLinux"]
         ),
         // Ports: where packets come from and go to (QEMU chardev sockets, TAP/TUN, NFQUEUE, pcap).
         .target(

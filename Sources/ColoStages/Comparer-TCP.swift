@@ -1,3 +1,4 @@
+import CColoLinux
 import ColoPacket
 
 /// TCP: the two sides' payloads compared as byte streams from `verified` onward.
@@ -179,6 +180,25 @@ extension Comparer {
         checkLengths(slot, now: now)
         dropVerifiedSecondary(slot)
         releaseReady(slot)
+        // The next step on this connection starts from these heads, when the other side's next segment arrives
+        // (with many connections, many packets later): by then a queued frame stored hundreds of frames ago has
+        // left the near caches, and its first read stalled the comparison.
+        prefetch(connections[slot].primary.head)
+        prefetch(connections[slot].secondary.head)
+    }
+
+    /// Starts loading what a comparison reads of a queued packet: its metadata and its first three lines.
+    @inline(__always)
+    func prefetch(_ ref: PacketRef) {
+        guard !ref.isNone, let frame = store.buffer(ref).baseAddress else { return }
+        let meta = UnsafeRawPointer(store.metadata(ref))
+        CColoLinux_prefetch(meta)
+        CColoLinux_prefetch(meta + 64)
+        CColoLinux_prefetch(meta + 128)
+        CColoLinux_prefetch(meta + 192)
+        CColoLinux_prefetch(frame)
+        CColoLinux_prefetch(frame + 64)
+        CColoLinux_prefetch(frame + 128)
     }
 
     /// The queued segment with payload covering sequence number `v`.
