@@ -6,14 +6,14 @@ import Synchronization
     import Glibc
 #endif
 
-/// Moves the bytes of one connected stream socket on a thread of its own, so that the data thread never spends
-/// its time in `recv`/`send`: on loopback and TAP-less deployments those calls also run the peer's TCP receive
-/// path, which took about a quarter of the data thread's time.
+/// Moves the bytes of one connected stream socket off the data thread (on the process's socket I/O thread,
+/// `SocketIOLoop`), so that the data thread never spends its time in `recv`/`send`: on loopback and TAP-less
+/// deployments those calls also run the peer's TCP receive path, which took about a quarter of its time.
 ///
 /// The data thread keeps everything else (accepting, connecting, framing, errors, closing): it `attach`es a
 /// connected non-blocking descriptor, takes what was read as chunks of bytes (`takeInput`, then `recycle`),
 /// writes frames into its current output chunk and `publish`es it, and `detach`es before it closes the
-/// descriptor. The pump thread touches the descriptor only between `attach` and the acknowledged `detach`.
+/// descriptor. The I/O thread touches the descriptor only between `attach` and the acknowledged `detach`.
 ///
 /// Memory is fixed: `inputChunks` chunks of `inputChunkSize` bytes (a full set stops reading, leaving the bytes
 /// in the kernel, so the peer waits), and `outputChunks` chunks for output, whose queued bytes are bounded by
@@ -39,8 +39,7 @@ final class SocketStreamPump: @unchecked Sendable {
     /// Readable while read input (or an end) waits for the data thread.
     let wakeDescriptor: Int32
     private let wakeWriter: Int32
-    private let controlReader: Int32
-    private let controlWriter: Int32
+    private let loop: SocketIOLoop
     private let inputMemory: UnsafeMutableRawPointer
     private let outputMemory: UnsafeMutableRawPointer
     private let inputChunks: Int
@@ -48,13 +47,10 @@ final class SocketStreamPump: @unchecked Sendable {
     private let state: Mutex<Shared>
     /// Bytes the pump has written since `attach`; the owner bounds its queue with it.
     private let sentBytes = Atomic<Int>(0)
-    private var thread: Thread?
 
     private struct Shared: ~Copyable {
         var descriptor: Int32 = -1
         var detachRequested = false
-        var stopRequested = false
-        var stopped = false
         /// Input chunks free for the pump, read ones (with their kind and length) for the data thread.
         var freeInput: [Int] = []
         var readyInput: [(chunk: Int, kind: InputKind, count: Int)] = []
@@ -84,22 +80,14 @@ final class SocketStreamPump: @unchecked Sendable {
         name: String
     ) throws(PortError) {
         var wake: [Int32] = [0, 0]
-        var control: [Int32] = [0, 0]
         guard pipe(&wake) == 0 else { throw PortError(operation: "pipe", device: name, code: errno, hint: nil) }
-        guard pipe(&control) == 0 else {
-            let code = errno
-            Glibc.close(wake[0])
-            Glibc.close(wake[1])
-            throw PortError(operation: "pipe", device: name, code: code, hint: nil)
-        }
-        for fd in wake + control {
+        loop = try SocketIOLoop.shared()
+        for fd in wake {
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         }
         wakeDescriptor = wake[0]
         wakeWriter = wake[1]
-        controlReader = control[0]
-        controlWriter = control[1]
         self.inputChunks = max(2, inputChunks)
         self.outputChunks = max(2, outputChunks)
         self.inputChunkSize = inputChunkSize
@@ -113,24 +101,17 @@ final class SocketStreamPump: @unchecked Sendable {
         shared.readyInput.reserveCapacity(self.inputChunks + 2)
         shared.pendingOutput.reserveCapacity(self.outputChunks)
         state = Mutex(shared)
-        let thread = Thread { [unowned self] in self.pump() }
-        thread.name = "colo-proxy \(name)"
-        self.thread = thread
-        thread.start()
+        loop.register(self)
     }
 
     deinit {
         inputMemory.deallocate()
         outputMemory.deallocate()
-        for fd in [wakeDescriptor, wakeWriter, controlReader, controlWriter] { Glibc.close(fd) }
+        for fd in [wakeDescriptor, wakeWriter] { Glibc.close(fd) }
     }
 
-    /// Ends the pump thread (after `detach`); waits for it, so the memory outlives every use.
-    func stop() {
-        state.withLock { $0.stopRequested = true }
-        poke(controlWriter)
-        while !state.withLock({ $0.stopped }) { usleep(200) }
-    }
+    /// Leaves the I/O thread (after `detach`: with no descriptor it has nothing to do with this pump).
+    func stop() { loop.unregister(self) }
 
     // MARK: - Data thread
 
@@ -142,7 +123,7 @@ final class SocketStreamPump: @unchecked Sendable {
             shared.inputEnded = false
             shared.writeFailed = false
         }
-        poke(controlWriter)
+        loop.poke()
     }
 
     /// Stops the pump using the descriptor and waits until it has; forgets unread input and unsent output.
@@ -154,7 +135,7 @@ final class SocketStreamPump: @unchecked Sendable {
             return true
         }
         if attached {
-            poke(controlWriter)
+            loop.poke()
             // The pump answers at the top of its loop: its calls on the descriptor are non-blocking.
             while state.withLock({ $0.detachRequested }) { usleep(50) }
         }
@@ -206,7 +187,7 @@ final class SocketStreamPump: @unchecked Sendable {
             shared.inputStarved = false
             return true
         }
-        if pumpWaits { poke(controlWriter) }
+        if pumpWaits { loop.poke() }
     }
 
     /// Memory of output chunk `chunk`.
@@ -226,47 +207,39 @@ final class SocketStreamPump: @unchecked Sendable {
             return (next, shared.pendingOutput.count == 1)
         }
         guard let next else { return nil }
-        if next.1 { poke(controlWriter) }
+        if next.1 { loop.poke() }
         return next.0
     }
 
     /// Output bytes written by the pump since `attach`.
     var written: Int { sentBytes.load(ordering: .acquiring) }
 
-    // MARK: - Pump thread
+    // MARK: - I/O thread
 
-    private func pump() {
-        var descriptors = [pollfd](repeating: pollfd(), count: 2)
-        while true {
-            let plan = state.withLock { shared -> (fd: Int32, read: Bool, write: Bool, stop: Bool) in
-                if shared.detachRequested {
-                    shared.descriptor = -1
-                    shared.detachRequested = false
-                }
-                if shared.stopRequested {
-                    shared.stopped = true
-                    return (-1, false, false, true)
-                }
-                let fd = shared.descriptor
-                let read = fd >= 0 && !shared.inputEnded && !shared.freeInput.isEmpty
-                shared.inputStarved = fd >= 0 && !shared.inputEnded && shared.freeInput.isEmpty
-                let write = fd >= 0 && !shared.writeFailed && !shared.pendingOutput.isEmpty
-                return (fd, read, write, false)
+    /// What the I/O thread should wait for on this pump's descriptor (events 0: nothing); answers a pending
+    /// detach first.
+    func plan() -> (fd: Int32, events: Int16) {
+        state.withLock { shared in
+            if shared.detachRequested {
+                shared.descriptor = -1
+                shared.detachRequested = false
             }
-            if plan.stop { return }
-            descriptors[0] = pollfd(fd: controlReader, events: Int16(POLLIN), revents: 0)
+            let fd = shared.descriptor
+            let read = fd >= 0 && !shared.inputEnded && !shared.freeInput.isEmpty
+            shared.inputStarved = fd >= 0 && !shared.inputEnded && shared.freeInput.isEmpty
+            let write = fd >= 0 && !shared.writeFailed && !shared.pendingOutput.isEmpty
             var events: Int16 = 0
-            if plan.read { events |= Int16(POLLIN) }
-            if plan.write { events |= Int16(POLLOUT) }
-            descriptors[1] = pollfd(fd: events != 0 ? plan.fd : -1, events: events, revents: 0)
-            let ready = poll(&descriptors, 2, -1)
-            if ready < 0 { continue }
-            if descriptors[0].revents != 0 { drain(controlReader) }
-            let revents = descriptors[1].revents
-            guard revents != 0 else { continue }
-            if plan.read && revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 { readOnce(plan.fd) }
-            if plan.write && revents & Int16(POLLOUT | POLLHUP | POLLERR) != 0 { writeOnce(plan.fd) }
+            if read { events |= Int16(POLLIN) }
+            if write { events |= Int16(POLLOUT) }
+            return (fd, events)
         }
+    }
+
+    /// One read and/or one write, as `plan` asked and poll reported.
+    func service(_ fd: Int32, planned: Int16, revents: Int16) {
+        let failure = Int16(POLLHUP | POLLERR)
+        if planned & Int16(POLLIN) != 0 && revents & (Int16(POLLIN) | failure) != 0 { readOnce(fd) }
+        if planned & Int16(POLLOUT) != 0 && revents & (Int16(POLLOUT) | failure) != 0 { writeOnce(fd) }
     }
 
     private func readOnce(_ fd: Int32) {
@@ -331,5 +304,85 @@ final class SocketStreamPump: @unchecked Sendable {
     private func drain(_ fd: Int32) {
         var bytes = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         while withUnsafeMutableBytes(of: &bytes, { Glibc.read(fd, $0.baseAddress, $0.count) }) == 64 {}
+    }
+}
+
+/// The one thread that moves the bytes of every socket port's connection in the process (each port's
+/// `SocketStreamPump`): a thread per port made six runnable threads of the benchmark's four on two cores, and
+/// the data thread lost its core to them thousands of times a second.
+final class SocketIOLoop: @unchecked Sendable {
+    private static let instance = Mutex<SocketIOLoop?>(nil)
+
+    /// The process's loop, started on first use.
+    static func shared() throws(PortError) -> SocketIOLoop {
+        try instance.withLock { (current: inout SocketIOLoop?) throws(PortError) -> SocketIOLoop in
+            if let current { return current }
+            let loop = try SocketIOLoop()
+            current = loop
+            return loop
+        }
+    }
+
+    private let controlReader: Int32
+    private let controlWriter: Int32
+    private let members = Mutex<[SocketStreamPump]>([])
+
+    private init() throws(PortError) {
+        var control: [Int32] = [0, 0]
+        guard pipe(&control) == 0 else {
+            throw PortError(operation: "pipe", device: "socket I/O thread", code: errno, hint: nil)
+        }
+        for fd in control {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        controlReader = control[0]
+        controlWriter = control[1]
+        let thread = Thread { [unowned self] in self.run() }
+        thread.name = "colo-proxy io"
+        thread.start()
+    }
+
+    func register(_ pump: SocketStreamPump) {
+        members.withLock { $0.append(pump) }
+        poke()
+    }
+
+    func unregister(_ pump: SocketStreamPump) {
+        members.withLock { $0.removeAll { $0 === pump } }
+        poke()
+    }
+
+    /// Wakes the thread to look at every pump's plan again.
+    func poke() {
+        var byte: UInt8 = 1
+        _ = Glibc.write(controlWriter, &byte, 1)
+    }
+
+    private func run() {
+        var descriptors: [pollfd] = []
+        var owners: [(pump: SocketStreamPump, planned: Int16)] = []
+        while true {
+            let pumps = members.withLock { $0 }
+            descriptors.removeAll(keepingCapacity: true)
+            owners.removeAll(keepingCapacity: true)
+            descriptors.append(pollfd(fd: controlReader, events: Int16(POLLIN), revents: 0))
+            for pump in pumps {
+                let plan = pump.plan()
+                guard plan.events != 0 else { continue }
+                descriptors.append(pollfd(fd: plan.fd, events: plan.events, revents: 0))
+                owners.append((pump, plan.events))
+            }
+            guard poll(&descriptors, nfds_t(descriptors.count), -1) > 0 else { continue }
+            if descriptors[0].revents != 0 {
+                var bytes = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+                while withUnsafeMutableBytes(of: &bytes, { Glibc.read(controlReader, $0.baseAddress, $0.count) }) == 64
+                {}
+            }
+            for (slot, owner) in owners.enumerated() where descriptors[slot + 1].revents != 0 {
+                owner.pump.service(
+                    descriptors[slot + 1].fd, planned: owner.planned, revents: descriptors[slot + 1].revents)
+            }
+        }
     }
 }
