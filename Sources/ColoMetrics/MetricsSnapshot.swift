@@ -73,8 +73,8 @@ public struct MetricsSnapshot: Sendable, Equatable {
     public init() {}
 }
 
-/// A histogram with fixed buckets (10 µs … 10 s), kept as cumulative counts so that recording never allocates:
-/// the runtime owns one and calls ``record(nanoseconds:)``; a copy goes into each snapshot.
+/// A histogram with fixed buckets (10 µs … 10 s), kept as one count per bucket so that recording never allocates
+/// and moves one counter: the runtime owns one and calls ``record(nanoseconds:)``; a copy goes into each snapshot.
 public struct LatencyHistogram: Sendable, Equatable {
     /// Upper bounds of the buckets, in nanoseconds; `+Inf` is implied (it is ``count``).
     public static let upperBoundsNanoseconds: [UInt64] = [
@@ -84,14 +84,23 @@ public struct LatencyHistogram: Sendable, Equatable {
     ]
 
     /// `cumulativeCounts[i]` = observations ≤ `upperBoundsNanoseconds[i]`.
-    public private(set) var cumulativeCounts: [UInt64]
+    public var cumulativeCounts: [UInt64] {
+        var running: UInt64 = 0
+        return bucketCounts.map { count in
+            running &+= count
+            return running
+        }
+    }
+    /// Observations in (`upperBoundsNanoseconds[i - 1]`, `upperBoundsNanoseconds[i]`]: one counter moves per
+    /// observation (this is recorded for every released packet); the cumulative form is summed when read.
+    private var bucketCounts: [UInt64]
     /// Sum of all observations, in nanoseconds.
     public private(set) var sumNanoseconds: UInt64 = 0
     /// Number of observations (the `+Inf` bucket).
     public private(set) var count: UInt64 = 0
 
     public init() {
-        cumulativeCounts = Array(repeating: 0, count: Self.upperBoundsNanoseconds.count)
+        bucketCounts = Array(repeating: 0, count: Self.upperBoundsNanoseconds.count)
     }
 
     /// A histogram with the given totals, e.g. copied from counters kept elsewhere. Returns nil when
@@ -102,7 +111,9 @@ public struct LatencyHistogram: Sendable, Equatable {
             return nil
         }
         guard (cumulativeCounts.last ?? 0) <= count else { return nil }
-        self.cumulativeCounts = cumulativeCounts
+        bucketCounts = cumulativeCounts.indices.map { index in
+            cumulativeCounts[index] - (index > 0 ? cumulativeCounts[index - 1] : 0)
+        }
         self.sumNanoseconds = sumNanoseconds
         self.count = count
     }
@@ -111,12 +122,26 @@ public struct LatencyHistogram: Sendable, Equatable {
     public mutating func record(nanoseconds: UInt64) {
         count &+= 1
         sumNanoseconds &+= nanoseconds
-        var index = Self.upperBoundsNanoseconds.count
-        // Buckets are few (19): a linear scan from the top is cheap and branch-predictable.
-        while index > 0, nanoseconds <= Self.upperBoundsNanoseconds[index - 1] { index -= 1 }
-        while index < cumulativeCounts.count {
-            cumulativeCounts[index] &+= 1
-            index += 1
+        let index = Self.bucket(nanoseconds)
+        if index < bucketCounts.count { bucketCounts[index] &+= 1 }
+    }
+
+    /// The bucket of an observation (`upperBoundsNanoseconds.count` for `+Inf`). Bounds go 1, 2.5, 5 per decade
+    /// from 10 µs: the decade first, then the step within it, with no array read (the static bounds array costs
+    /// a lazy-initialisation check and a retain on every access).
+    @inline(__always)
+    static func bucket(_ nanoseconds: UInt64) -> Int {
+        var decade = 0
+        var base: UInt64 = 10_000
+        while decade < 6, nanoseconds > base * 10 {
+            base *= 10
+            decade += 1
         }
+        // Now nanoseconds <= 10 * base, or the last decade (1 s ... 10 s, then +Inf).
+        if nanoseconds <= base { return decade == 0 ? 0 : 3 * decade }
+        if nanoseconds <= base * 5 / 2 { return 3 * decade + 1 }
+        if nanoseconds <= base * 5 { return 3 * decade + 2 }
+        if nanoseconds <= base * 10 { return 3 * decade + 3 }
+        return 19
     }
 }

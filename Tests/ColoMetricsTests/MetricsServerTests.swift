@@ -260,6 +260,27 @@ func exampleSnapshot(scale: UInt64) -> MetricsSnapshot {
         #expect(histogram.sumNanoseconds == 1_020_001)
         #expect(LatencyHistogram(cumulativeCounts: [1, 2], sumNanoseconds: 0, count: 2) == nil)
     }
+
+    @Test("every bound is inclusive: a value at a bound counts in its bucket, one above it in the next")
+    func histogramBucketEdges() {
+        let bounds = LatencyHistogram.upperBoundsNanoseconds
+        for (index, bound) in bounds.enumerated() {
+            for (value, expected) in [(bound - 1, index), (bound, index), (bound + 1, index + 1)] {
+                var histogram = LatencyHistogram()
+                histogram.record(nanoseconds: value)
+                // The first cumulative count that includes the observation is its bucket (none: +Inf).
+                let bucket = histogram.cumulativeCounts.firstIndex(of: 1) ?? bounds.count
+                #expect(bucket == expected, "\(value) ns")
+                #expect(histogram.count == 1)
+            }
+        }
+        var huge = LatencyHistogram()
+        huge.record(nanoseconds: .max)
+        #expect(huge.cumulativeCounts.allSatisfy { $0 == 0 } && huge.count == 1)
+        // Built from cumulative counts and read back unchanged.
+        let copy = LatencyHistogram(cumulativeCounts: Array(1...19).map(UInt64.init), sumNanoseconds: 5, count: 20)
+        #expect(copy?.cumulativeCounts == Array(1...19).map(UInt64.init))
+    }
 }
 
 func openIdle(port: UInt16) throws -> Int32 {
