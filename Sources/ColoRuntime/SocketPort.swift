@@ -18,12 +18,14 @@ import ColoStages
 /// - A bad frame (L = 0, L > 69632, a bad V, fewer than 14 Ethernet bytes) or a stream cut inside a frame is logged
 ///   (one line through `log`), counted in `errors`, and closes that connection (`disconnects`); nothing after a bad
 ///   length can be trusted. Other ports go on.
-/// - Output is queued, at most `outputCapacity` bytes, and written as the socket takes it; a frame that does not
-///   fit is refused and counted in `sendRefused`, so a peer that never reads costs this port its frames, never the
-///   data thread its time. Bytes still queued when a connection drops are discarded (`outputDiscardedBytes`).
-/// - The connected socket's `recv` and `send` run on the port's own thread (`SocketStreamPump`); the data thread
-///   takes what was read in chunks of up to 64 KiB and hands over output in chunks. Accepting, connecting, framing,
-///   errors and closing stay on the data thread.
+/// - Output is queued, at most `outputCapacity` bytes, and written as the socket takes it. When a frame does not
+///   fit, a peer that is reading is waited for (up to `outputWait`); otherwise the frame is refused and counted in
+///   `sendRefused`, so a peer that never reads costs this port its frames, never the data thread more than one
+///   wait. Bytes still queued when a connection drops are discarded (`outputDiscardedBytes`); `close` gives them
+///   up to 100 ms first.
+/// - The connected socket's `recv` and `send` run on the process's socket I/O thread (`SocketStreamPump`,
+///   `SocketIOLoop`); the data thread takes what was read in chunks of up to 64 KiB and hands over output in
+///   chunks. Accepting, connecting, framing, errors and closing stay on the data thread.
 ///
 /// `receive` takes read chunks until `limit` frames were delivered; one chunk may complete more frames than
 /// `limit`, and all of them are delivered (the stream cannot be put back).
