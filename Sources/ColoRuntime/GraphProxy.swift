@@ -396,121 +396,165 @@ public final class GraphProxy: @unchecked Sendable {
     /// Hops (chains entered) one frame may take; a loop in the specs ends here instead of in a stack overflow.
     static let maximumDepth = 32
 
-    private func process(_ ref: PacketRef, chain: Int, from start: Int, now: UInt64) {
+    /// Walks `ref` from stage `start` of `chain` on. A frame that goes on to another chain (a redirect, a chain's
+    /// end delivering to a port or a comparer) keeps walking in this loop, not in a nested call: a frame crosses
+    /// three to five chains on its way through a colo-compare, and each nested call cost more than the hop.
+    /// Copies (mirror) and released packets (a comparer's output) are walked by nested calls.
+    private func process(_ ref: PacketRef, chain startChain: Int, from start: Int, now: UInt64) {
+        var hops = 0
+        defer { depth -= hops }
+        var chain = startChain
+        var position = start
+        guard enter(ref, hops: &hops) else { return }
+        walk: while true {
+            let first = chainStart[chain]
+            let count = chainStart[chain + 1] - first
+            while position < count {
+                let index = first + position
+                position += 1
+                guard stageEnabled[index] else { continue }
+                switch stageList[index] {
+                case .mirror(let target):
+                    guard let copy = duplicate(ref) else {
+                        counters.mirrorRefused &+= 1
+                        continue
+                    }
+                    deliver(copy, to: target, now: now)
+                case .redirect(let target):
+                    guard let target else { continue }
+                    guard enter(ref, hops: &hops) else { return }
+                    hop(ref, to: target, chain: &chain, position: &position)
+                    continue walk
+                case .rewriteToward(let index):
+                    rewriterRefs[index]._withUnsafeGuaranteedRef { $0.rewriteTowardSecondary(ref, in: store) }
+                case .rewriteFrom(let index):
+                    rewriterRefs[index]._withUnsafeGuaranteedRef { $0.rewriteFromSecondary(ref, in: store) }
+                case .track(let zone):
+                    let meta = store.metadata(ref)
+                    if meta.pointee.track.zone == zone, !meta.pointee.track.state.isEmpty { continue }
+                    guard meta.pointee.parsed else {
+                        meta.pointee.track = .invalid(.malformed, zone: zone)
+                        continue
+                    }
+                    // Tested in place: read from a fresh copy of the layout, the flag waited on the copy.
+                    if !meta.pointee.layout.isFragment {
+                        // Whole datagrams (nearly all) are tracked here and walk on: no hop through the fragment
+                        // front end's delivery closure, no recursion.
+                        meta.pointee.track = tracker.track(store.packet(ref), zone: zone, now: now)
+                        continue
+                    }
+                    let packet = store.packet(ref)
+                    resume[Int(ref.index)] = UInt32(chain) << 16 | UInt32(position - 1)
+                    let next = position
+                    let chain = chain
+                    frontEnd.process(packet, zone: zone, now: now, token: UInt64(ref.index)) { token, result in
+                        let done = PacketRef(index: UInt32(truncatingIfNeeded: token))
+                        store.metadata(done).pointee.track = result
+                        process(done, chain: chain, from: next, now: now)
+                    }
+                    return
+                case .dump(let index):
+                    guard let writer = writers[index] else { continue }
+                    do {
+                        try writer.write(bytes: store.frame(ref), timestampNanoseconds: wallClockNanoseconds())
+                    } catch {
+                        counters.dumpErrors &+= 1
+                    }
+                }
+            }
+            switch chainEnds[chain] {
+            case .deliver(let target):
+                guard enter(ref, hops: &hops) else { return }
+                hop(ref, to: target, chain: &chain, position: &position)
+                continue walk
+            case .send(let port):
+                if Int(origin[Int(ref.index)]) == port && holdsVerdicts[port] {
+                    // Back to where the kernel holds it: the verdict is the release.
+                    settle(ref, accept: true)
+                } else {
+                    // Fields read in place: a copy of the whole metadata was a 272-byte memcpy per frame sent.
+                    let meta = store.metadata(ref)
+                    var bytes = store.frame(ref)
+                    var vnetHeaderLength = meta.pointee.vnetHeaderLength
+                    var sendable = true
+                    if meta.pointee.linkType != portLinkTypes[port] {
+                        // Ethernet toward a raw-IP port: the IP packet goes. Raw IP toward an Ethernet port gets the
+                        // addresses last seen from that port, swapped (the station behind it becomes the destination);
+                        // before the port has sent anything it is refused and counted.
+                        let network = meta.pointee.layout.network
+                        let isIP = meta.pointee.parsed && (network == .ipv4 || network == .ipv6)
+                        if portLinkTypes[port] == .rawIP, isIP {
+                            bytes = UnsafeRawBufferPointer(
+                                rebasing: bytes[(vnetHeaderLength + meta.pointee.layout.networkOffset)...])
+                            vnetHeaderLength = 0
+                        } else if meta.pointee.linkType == .rawIP, isIP,
+                            let framed = addEthernetHeader(bytes, meta.pointee, toward: port)
+                        {
+                            bytes = framed
+                            vnetHeaderLength = 0
+                        } else {
+                            counters.linkMismatch &+= 1
+                            sendable = false
+                        }
+                    }
+                    if sendable && !send(bytes, vnetHeaderLength: vnetHeaderLength, to: port) {
+                        counters.sendRefused &+= 1
+                    }
+                    // Written elsewhere: the kernel's original must not go on as well.
+                    settle(ref, accept: false)
+                }
+                store.release(ref)
+            case .unrouted:
+                if settle(ref, accept: true) {
+                    counters.passed &+= 1
+                } else {
+                    counters.unrouted &+= 1
+                }
+                store.release(ref)
+            case .compare(let index, let primary):
+                if primary {
+                    for rewriter in 0..<rewriterCount {
+                        rewriterRefs[rewriter]._withUnsafeGuaranteedRef { $0.observePrimary(ref, in: store) }
+                    }
+                    comparerRefs[index]._withUnsafeGuaranteedRef { $0.primary(ref, now: now) }
+                } else {
+                    comparerRefs[index]._withUnsafeGuaranteedRef { $0.secondary(ref, now: now) }
+                }
+                drain(index, now: now)
+            }
+            return
+        }
+    }
+
+    /// Counts one more chain entered by the walk under way; false (the frame dropped and counted) when the walk
+    /// is deeper than `maximumDepth`: the specs loop.
+    @inline(__always)
+    private func enter(_ ref: PacketRef, hops: inout Int) -> Bool {
         depth += 1
-        defer { depth -= 1 }
+        hops += 1
         guard depth <= Self.maximumDepth else {
             counters.loops &+= 1
             settle(ref, accept: false)
             store.release(ref)
-            return
+            return false
         }
-        let first = chainStart[chain]
-        let count = chainStart[chain + 1] - first
-        var position = start
-        while position < count {
-            defer { position += 1 }
-            guard stageEnabled[first + position] else { continue }
-            switch stageList[first + position] {
-            case .mirror(let target):
-                guard let copy = duplicate(ref) else {
-                    counters.mirrorRefused &+= 1
-                    continue
-                }
-                deliver(copy, to: target, now: now)
-            case .redirect(let target):
-                guard let target else { continue }
-                deliver(ref, to: target, now: now)
-                return
-            case .rewriteToward(let index):
-                rewriterRefs[index]._withUnsafeGuaranteedRef { $0.rewriteTowardSecondary(ref, in: store) }
-            case .rewriteFrom(let index):
-                rewriterRefs[index]._withUnsafeGuaranteedRef { $0.rewriteFromSecondary(ref, in: store) }
-            case .track(let zone):
-                let meta = store.metadata(ref)
-                if meta.pointee.track.zone == zone, !meta.pointee.track.state.isEmpty { continue }
-                guard meta.pointee.parsed else {
-                    meta.pointee.track = .invalid(.malformed, zone: zone)
-                    continue
-                }
-                // Tested in place: read from a fresh copy of the layout, the flag waited on the copy.
-                if !meta.pointee.layout.isFragment {
-                    // Whole datagrams (nearly all) are tracked here and walk on: no hop through the fragment
-                    // front end's delivery closure, no recursion.
-                    meta.pointee.track = tracker.track(store.packet(ref), zone: zone, now: now)
-                    continue
-                }
-                let packet = store.packet(ref)
-                resume[Int(ref.index)] = UInt32(chain) << 16 | UInt32(position)
-                let next = position + 1
-                frontEnd.process(packet, zone: zone, now: now, token: UInt64(ref.index)) { token, result in
-                    let done = PacketRef(index: UInt32(truncatingIfNeeded: token))
-                    store.metadata(done).pointee.track = result
-                    process(done, chain: chain, from: next, now: now)
-                }
-                return
-            case .dump(let index):
-                guard let writer = writers[index] else { continue }
-                do {
-                    try writer.write(bytes: store.frame(ref), timestampNanoseconds: wallClockNanoseconds())
-                } catch {
-                    counters.dumpErrors &+= 1
-                }
-            }
-        }
-        switch chainEnds[chain] {
-        case .deliver(let target):
-            deliver(ref, to: target, now: now)
-        case .send(let port):
-            if Int(origin[Int(ref.index)]) == port && holdsVerdicts[port] {
-                // Back to where the kernel holds it: the verdict is the release.
-                settle(ref, accept: true)
-            } else {
-                let meta = store.metadata(ref).pointee
-                var bytes = store.frame(ref)
-                var vnetHeaderLength = meta.vnetHeaderLength
-                var sendable = true
-                if meta.linkType != portLinkTypes[port] {
-                    // Ethernet toward a raw-IP port: the IP packet goes. Raw IP toward an Ethernet port gets the
-                    // addresses last seen from that port, swapped (the station behind it becomes the destination);
-                    // before the port has sent anything it is refused and counted.
-                    let isIP = meta.parsed && (meta.layout.network == .ipv4 || meta.layout.network == .ipv6)
-                    if portLinkTypes[port] == .rawIP, isIP {
-                        bytes = UnsafeRawBufferPointer(
-                            rebasing: bytes[(vnetHeaderLength + meta.layout.networkOffset)...])
-                        vnetHeaderLength = 0
-                    } else if meta.linkType == .rawIP, isIP, let framed = addEthernetHeader(bytes, meta, toward: port) {
-                        bytes = framed
-                        vnetHeaderLength = 0
-                    } else {
-                        counters.linkMismatch &+= 1
-                        sendable = false
-                    }
-                }
-                if sendable && !send(bytes, vnetHeaderLength: vnetHeaderLength, to: port) {
-                    counters.sendRefused &+= 1
-                }
-                // Written elsewhere: the kernel's original must not go on as well.
-                settle(ref, accept: false)
-            }
-            store.release(ref)
-        case .unrouted:
-            if settle(ref, accept: true) {
-                counters.passed &+= 1
-            } else {
-                counters.unrouted &+= 1
-            }
-            store.release(ref)
+        return true
+    }
+
+    /// Where a frame delivered to `target` walks on.
+    @inline(__always)
+    private func hop(_ ref: PacketRef, to target: ObjectGraph.Target, chain: inout Int, position: inout Int) {
+        switch target {
+        case .port(let port):
+            chain = ObjectGraph.rxChain(port)
+            position = 0
         case .compare(let index, let primary):
-            if primary {
-                for rewriter in 0..<rewriterCount {
-                    rewriterRefs[rewriter]._withUnsafeGuaranteedRef { $0.observePrimary(ref, in: store) }
-                }
-                comparerRefs[index]._withUnsafeGuaranteedRef { $0.primary(ref, now: now) }
-            } else {
-                comparerRefs[index]._withUnsafeGuaranteedRef { $0.secondary(ref, now: now) }
-            }
-            drain(index, now: now)
+            store.metadata(ref).pointee.source = primary ? .primary : .secondary
+            chain = graph.compareChain(index, primary: primary)
+            position = 0
+        case .inject(let injected, let at):
+            chain = injected
+            position = at
         }
     }
 
