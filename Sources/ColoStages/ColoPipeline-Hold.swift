@@ -9,6 +9,34 @@ struct SecondaryHold {
     var acknowledged: UInt32
 }
 
+/// The `secondary-ack-hold` extension word of a connection: bits 0–15 its hold's index + 1 (0: none kept), bit 16
+/// set when bits 32–63 hold the end of the furthest segment the secondary was seen to send, in its own sequence
+/// space, and bits 17–31 the checkpoint interval that end belongs to.
+///
+/// The end is recorded from every segment the secondary sends, whatever the tracker made of it: the tracker's
+/// own record only advances on segments it finds in window, and once it fell behind (a zero-window probe, data
+/// right after a window opened) the pacing lowered the client's ACKs below what the secondary had already had
+/// acknowledged. An ACK below its snd.una is an old one to the secondary's TCP, window update included: after a
+/// failover during a zero window the download stalled for good (about 1 run in 5 of the offload demo).
+struct HoldWord {
+    var raw: UInt64
+
+    var holdIndexPlusOne: Int { Int(raw & 0xFFFF) }
+
+    func sent(epoch: UInt64) -> UInt32? {
+        guard raw & 0x1_0000 != 0, (raw >> 17) & 0x7FFF == epoch & 0x7FFF else { return nil }
+        return UInt32(truncatingIfNeeded: raw >> 32)
+    }
+
+    func withHold(_ indexPlusOne: Int) -> HoldWord {
+        HoldWord(raw: (raw & ~0xFFFF) | UInt64(indexPlusOne & 0xFFFF))
+    }
+
+    func withSent(_ end: UInt32, epoch: UInt64) -> HoldWord {
+        HoldWord(raw: (raw & 0xFFFF) | 0x1_0000 | (epoch & 0x7FFF) << 17 | UInt64(end) << 32)
+    }
+}
+
 /// What pacing the client's acks to a lagging secondary did.
 public struct SecondaryHoldCounters: Sendable, Equatable {
     /// Client segments toward the secondary whose ack was lowered to what the secondary had sent.
@@ -49,9 +77,9 @@ extension ColoPipeline {
         let flags = frame[t + 13]
         guard flags & 0x10 != 0 else { return }  // no ACK
         let ack = acknowledgment(ref)
-        guard let sent = secondarySent(handle, secondaryIsOriginal: direction != .original),
-            TCPSequence.after(ack, sent)
-        else { return }
+        guard var sent = secondarySent(handle, secondaryIsOriginal: direction != .original) else { return }
+        if let seen = HoldWord(raw: word).sent(epoch: holdEpoch), TCPSequence.after(seen, sent) { sent = seen }
+        guard TCPSequence.after(ack, sent) else { return }
         let pureACK =
             flags & 0x07 == 0 && meta.pointee.layout.payloadEnd == meta.pointee.layout.payloadOffset
         if pureACK { keep(ref, handle: handle, slot: slot, word: word, acknowledged: sent) }
@@ -63,8 +91,9 @@ extension ColoPipeline {
     private func keep(
         _ ref: PacketRef, handle: ConnectionHandle, slot: ExtensionSlot, word: UInt64, acknowledged: UInt32
     ) {
-        if word != 0 {
-            let index = Int(word - 1)
+        let hold = HoldWord(raw: word)
+        if hold.holdIndexPlusOne != 0 {
+            let index = hold.holdIndexPlusOne - 1
             guard index < holds.count, holds[index].handle == handle else { return }
             guard let copy = duplicate(ref) else {
                 holdCounters.refused &+= 1
@@ -81,7 +110,32 @@ extension ColoPipeline {
             return
         }
         holds.append(SecondaryHold(handle: handle, pending: copy, acknowledged: acknowledged))
-        tracker.setExtensionWord(handle, slot, UInt64(holds.count))
+        tracker.setExtensionWord(handle, slot, hold.withHold(holds.count).raw)
+    }
+
+    /// Records how far the secondary has sent on `ref`'s connection (`ref` tracked in its zone, not yet
+    /// rewritten): the furthest segment end seen, valid in the tracker's eyes or not (see `HoldWord`).
+    func noteSecondarySent(_ ref: PacketRef) {
+        guard let slot = holdSlot else { return }
+        let meta = store.metadata(ref)
+        guard meta.pointee.isCompleteTCP, let (handle, _) = secondaryEntry(ref),
+            let word = tracker.extensionWord(handle, slot)
+        else { return }
+        let end = segmentEnd(ref)
+        let hold = HoldWord(raw: word)
+        if let seen = hold.sent(epoch: holdEpoch), !TCPSequence.after(end, seen) { return }
+        tracker.setExtensionWord(handle, slot, hold.withSent(end, epoch: holdEpoch).raw)
+    }
+
+    /// seq + payload + SYN + FIN of a complete TCP segment.
+    private func segmentEnd(_ ref: PacketRef) -> UInt32 {
+        let meta = store.metadata(ref)
+        let frame = store.frame(ref)
+        let t = meta.pointee.layout.transportOffset
+        let flags = frame[t + 13]
+        let seq = UInt32(bigEndian: frame.loadUnaligned(fromByteOffset: t + 4, as: UInt32.self))
+        return seq &+ UInt32(truncatingIfNeeded: meta.pointee.layout.payloadEnd - meta.pointee.layout.payloadOffset)
+            &+ (flags & 0x02 != 0 ? 1 : 0) &+ (flags & 0x01 != 0 ? 1 : 0)
     }
 
     /// The secondary sent `ref` (tracked in its zone, not yet rewritten): its connection's pending ACK goes on to
@@ -90,19 +144,13 @@ extension ColoPipeline {
         guard let slot = holdSlot else { return }
         let meta = store.metadata(ref)
         guard meta.pointee.isCompleteTCP, let (handle, direction) = secondaryEntry(ref),
-            let word = tracker.extensionWord(handle, slot), word != 0
+            let word = tracker.extensionWord(handle, slot), HoldWord(raw: word).holdIndexPlusOne != 0
         else { return }
-        let index = Int(word - 1)
+        let index = HoldWord(raw: word).holdIndexPlusOne - 1
         guard index < holds.count, holds[index].handle == handle else { return }
-        // How far the secondary has sent: this segment's end, or the tracker's record if that is further (this
-        // one may be a retransmission; the tracker does not advance on segments it finds out of window).
-        let frame = store.frame(ref)
-        let t = meta.pointee.layout.transportOffset
-        let flags = frame[t + 13]
-        let seq = UInt32(bigEndian: frame.loadUnaligned(fromByteOffset: t + 4, as: UInt32.self))
-        var sent =
-            seq &+ UInt32(truncatingIfNeeded: meta.pointee.layout.payloadEnd - meta.pointee.layout.payloadOffset)
-            &+ (flags & 0x02 != 0 ? 1 : 0) &+ (flags & 0x01 != 0 ? 1 : 0)
+        // How far the secondary has sent: the furthest end seen from it (this segment may be a retransmission),
+        // or the tracker's record if that is further.
+        var sent = HoldWord(raw: word).sent(epoch: holdEpoch) ?? segmentEnd(ref)
         if let recorded = secondarySent(handle, secondaryIsOriginal: direction == .original),
             TCPSequence.after(recorded, sent)
         {
@@ -152,13 +200,19 @@ extension ColoPipeline {
     public var heldForSecondary: Int { holds.count }
 
     private func removeHold(_ index: Int) {
-        if let slot = holdSlot { tracker.setExtensionWord(holds[index].handle, slot, 0) }
+        if let slot = holdSlot { setHold(holds[index].handle, slot, 0) }
         let last = holds.count - 1
         if index != last {
             holds[index] = holds[last]
-            if let slot = holdSlot { tracker.setExtensionWord(holds[index].handle, slot, UInt64(index + 1)) }
+            if let slot = holdSlot { setHold(holds[index].handle, slot, index + 1) }
         }
         holds.removeLast()
+    }
+
+    /// Sets a connection's hold index, keeping the secondary end recorded in the same word.
+    private func setHold(_ handle: ConnectionHandle, _ slot: ExtensionSlot, _ indexPlusOne: Int) {
+        guard let word = tracker.extensionWord(handle, slot) else { return }
+        tracker.setExtensionWord(handle, slot, HoldWord(raw: word).withHold(indexPlusOne).raw)
     }
 
     /// The acknowledgment number of a complete TCP segment.

@@ -40,6 +40,8 @@ public final class ColoPipeline {
     /// Per connection, the latest pure ACK the secondary could not take yet, delivered once it can (see
     /// `ColoPipeline-Hold.swift`).
     @exclusivity(unchecked) var holds: [SecondaryHold] = []
+    /// Which checkpoint interval the secondary ends recorded in the hold words belong to (see `HoldWord`).
+    @exclusivity(unchecked) var holdEpoch: UInt64 = 0
     let holdSlot: ExtensionSlot?
     @exclusivity(unchecked) public internal(set) var holdCounters = SecondaryHoldCounters()
     /// At most this many connections keep a pending ACK (beyond, counted in `holdCounters.refused`).
@@ -142,6 +144,7 @@ public final class ColoPipeline {
 
     @inline(__always)
     private func secondaryTracked(_ ref: PacketRef, now: UInt64) {
+        noteSecondarySent(ref)
         if !holds.isEmpty { releaseHeld(after: ref) }
         if rewriterEnabled { rewriter.rewriteFromSecondary(ref, in: store) }
         comparer.secondary(ref, now: now)
@@ -174,6 +177,7 @@ public final class ColoPipeline {
     /// The checkpoint controller reported a checkpoint done.
     public func checkpointDone(now: UInt64) {
         releaseAllHeld()
+        holdEpoch &+= 1
         comparer.checkpointDone(now: now)
         rewriter.checkpoint()
         drainComparer()

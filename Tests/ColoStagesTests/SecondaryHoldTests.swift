@@ -1,6 +1,7 @@
 import ColoPacket
-import ColoStages
 import Testing
+
+@testable import ColoStages
 
 @Suite("Client acks paced to a lagging secondary")
 struct SecondaryHoldTests {
@@ -52,6 +53,21 @@ struct SecondaryHoldTests {
         #expect(h.secondary.last.flatMap { parsed($0)?.ack } == c.primaryNext &+ offset)
         #expect(h.pipeline.holdCounters.clamped == 3)
         #expect(h.events.isEmpty)
+    }
+
+    @Test("The hold word keeps a connection's hold index and the secondary's furthest end apart, per checkpoint")
+    func holdWordFields() {
+        var word = HoldWord(raw: 0)
+        #expect(word.holdIndexPlusOne == 0 && word.sent(epoch: 0) == nil)
+        word = word.withHold(7)
+        word = word.withSent(0xFFFF_FFF0, epoch: 3)
+        #expect(word.holdIndexPlusOne == 7, "recording an end keeps the hold")
+        #expect(word.sent(epoch: 3) == 0xFFFF_FFF0)
+        #expect(word.sent(epoch: 4) == nil, "an end from before a checkpoint is not used after it")
+        word = word.withHold(0)
+        #expect(word.holdIndexPlusOne == 0 && word.sent(epoch: 3) == 0xFFFF_FFF0, "removing the hold keeps the end")
+        word = word.withHold(1024).withSent(12, epoch: 3 + 0x8000)
+        #expect(word.holdIndexPlusOne == 1024 && word.sent(epoch: 3) == 12, "epochs compare in 15 bits")
     }
 
     @Test("A secondary that never catches up: the kept ACK is dropped after the hold timeout, counted")
