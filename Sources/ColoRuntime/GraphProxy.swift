@@ -57,6 +57,9 @@ public final class GraphProxy: @unchecked Sendable {
     /// Per port, this turn: poll reported it readable / it is left for a later turn because it leads its comparer.
     @exclusivity(unchecked) private var readable: [Bool]
     @exclusivity(unchecked) private var deferred: [Bool]
+    /// Per port, this turn: any descriptor had an event or input waits (served), input waits on its I/O thread.
+    @exclusivity(unchecked) private var active: [Bool]
+    @exclusivity(unchecked) private var pendingInput: [Bool]
     /// Turns on which a leading side's port was left unread while the other side had frames waiting
     /// (`query-stats` graph.lead-deferred-turns).
     @exclusivity(unchecked) public private(set) var leadDeferredTurns: UInt64 = 0
@@ -141,6 +144,8 @@ public final class GraphProxy: @unchecked Sendable {
         paused = Array(repeating: false, count: ports.count)
         readable = Array(repeating: false, count: ports.count)
         deferred = Array(repeating: false, count: ports.count)
+        active = Array(repeating: false, count: ports.count)
+        pendingInput = Array(repeating: false, count: ports.count)
         comparers = graph.compares.map { node in
             var compare = CompareConfiguration()
             compare.compareTimeout = node.spec.compareTimeoutMilliseconds * 1_000_000
@@ -280,22 +285,21 @@ public final class GraphProxy: @unchecked Sendable {
                     if paused[index] { descriptors[slot].events &= ~Int16(POLLIN) }
                 }
             }
-            let ready = poll(&descriptors, nfds_t(descriptors.count), 20)
+            // A socket port whose I/O thread already holds more read input is ready without a wake-up.
+            let pending = markPendingInput()
+            let ready = poll(&descriptors, nfds_t(descriptors.count), pending ? 0 : 20)
             let now = monotonicNanoseconds()
-            if ready > 0 {
-                deferLeadingSides(descriptors, owners)
-                var seen = -2
-                for (slot, descriptor) in descriptors.enumerated() where descriptor.revents != 0 {
-                    let owner = owners[slot]
-                    if owner < 0 {
-                        _ = mailbox.runPending(self)
-                        reportEvents()
-                        continue
-                    }
-                    // A port with several descriptors is read once per turn; a paused or deferred one not at all.
-                    guard owner != seen, !paused[owner], !deferred[owner] else { continue }
-                    seen = owner
-                    receive(from: owner, now: now)
+            if ready > 0 || pending {
+                noteReadiness(descriptors, owners)
+                deferLeadingSides()
+                if descriptors[0].revents != 0 {
+                    _ = mailbox.runPending(self)
+                    reportEvents()
+                }
+                // A port is read once per turn, whatever number of descriptors it has; a paused or deferred one
+                // not at all.
+                for index in ports.indices where active[index] && !paused[index] && !deferred[index] {
+                    receive(from: index, now: now)
                 }
             }
             for port in ports { port.service(now: now) }
@@ -335,14 +339,8 @@ public final class GraphProxy: @unchecked Sendable {
     /// thousands of frames earlier, long gone from the caches. A side whose partner has nothing waiting is always
     /// read, so a silent replica never holds the other's traffic back (its packets wait for the compare timeout in
     /// the comparer as before).
-    private func deferLeadingSides(_ descriptors: [pollfd], _ owners: [Int]) {
-        for index in readable.indices {
-            readable[index] = false
-            deferred[index] = false
-        }
-        for (slot, descriptor) in descriptors.enumerated() where owners[slot] >= 0 {
-            if descriptor.revents & Int16(POLLIN) != 0 { readable[owners[slot]] = true }
-        }
+    private func deferLeadingSides() {
+        for index in deferred.indices { deferred[index] = false }
         var any = false
         for (index, inputs) in comparerInputs.enumerated() {
             guard let primary = inputs.primary, let secondary = inputs.secondary, primary != secondary,
@@ -358,6 +356,33 @@ public final class GraphProxy: @unchecked Sendable {
             }
         }
         if any { leadDeferredTurns &+= 1 }
+    }
+
+    /// Sets `pendingInput` for the socket ports (not paused) whose I/O thread holds read input; true if any.
+    private func markPendingInput() -> Bool {
+        var any = false
+        for index in ports.indices {
+            pendingInput[index] = false
+            guard !paused[index], let socket = socketRefs[index] else { continue }
+            if socket._withUnsafeGuaranteedRef({ $0.hasPendingInput }) {
+                pendingInput[index] = true
+                any = true
+            }
+        }
+        return any
+    }
+
+    /// From poll's answer and `pendingInput`: which ports to serve this turn (`active`: any event) and which have
+    /// frames waiting (`readable`: input, for `deferLeadingSides`).
+    private func noteReadiness(_ descriptors: [pollfd], _ owners: [Int]) {
+        for index in ports.indices {
+            active[index] = pendingInput[index]
+            readable[index] = pendingInput[index]
+        }
+        for (slot, descriptor) in descriptors.enumerated() where owners[slot] >= 0 && descriptor.revents != 0 {
+            active[owners[slot]] = true
+            if descriptor.revents & Int16(POLLIN) != 0 { readable[owners[slot]] = true }
+        }
     }
 
     private func receive(from index: Int, now: UInt64) {

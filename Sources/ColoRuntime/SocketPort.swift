@@ -116,6 +116,9 @@ public final class SocketPort: FramePort {
     /// Whether a peer is connected now (tests and logs).
     public var isConnected: Bool { connection >= 0 && !connecting }
 
+    /// Whether the socket I/O thread has read input waiting for `receive` (no system call, no lock).
+    public var hasPendingInput: Bool { connection >= 0 && !connecting && pump.hasInput }
+
     /// Bytes queued for the peer, not yet written.
     public var pendingOutputBytes: Int { publishedBytes - pump.written + outputFill }
 

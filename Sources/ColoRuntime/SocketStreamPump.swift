@@ -47,6 +47,8 @@ final class SocketStreamPump: @unchecked Sendable {
     private let state: Mutex<Shared>
     /// Bytes the pump has written since `attach`; the owner bounds its queue with it.
     private let sentBytes = Atomic<Int>(0)
+    /// Entries in the ready-input queue (changed under the lock), readable without it.
+    private let readyCount = Atomic<Int>(0)
 
     private struct Shared: ~Copyable {
         var descriptor: Int32 = -1
@@ -142,6 +144,7 @@ final class SocketStreamPump: @unchecked Sendable {
         drain(wakeDescriptor)
         return state.withLock { shared -> Int in
             for entry in shared.readyInput where entry.kind == .data { shared.freeInput.append(entry.chunk) }
+            readyCount.subtract(shared.readyInput.count, ordering: .relaxed)
             shared.readyInput.removeAll(keepingCapacity: true)
             shared.wakePending = false
             shared.inputStarved = false
@@ -160,17 +163,16 @@ final class SocketStreamPump: @unchecked Sendable {
     func takeInput() -> Input? {
         // The pipe is emptied before the flag is cleared: a poke after that is seen by the next poll.
         if state.withLock({ $0.wakePending }) { drain(wakeDescriptor) }
-        let entry = state.withLock { shared -> (chunk: Int, kind: InputKind, count: Int, poke: Bool)? in
+        // What stays queued is announced by `hasInput`, which the data loop reads every turn (a poke of its own
+        // pipe was two thirds of the data thread's writes).
+        let entry = state.withLock { shared -> (chunk: Int, kind: InputKind, count: Int)? in
             shared.wakePending = false
             guard !shared.readyInput.isEmpty else { return nil }
             let first = shared.readyInput.removeFirst()
-            // More waits: stay readable, so the next turn of the data loop comes back for it.
-            let poke = !shared.readyInput.isEmpty
-            if poke { shared.wakePending = true }
-            return (first.chunk, first.kind, first.count, poke)
+            readyCount.subtract(1, ordering: .relaxed)
+            return (first.chunk, first.kind, first.count)
         }
         guard let entry else { return nil }
-        if entry.poke { poke(wakeWriter) }
         let bytes =
             entry.kind == .data
             ? UnsafeRawBufferPointer(start: inputMemory + entry.chunk * inputChunkSize, count: entry.count)
@@ -210,6 +212,10 @@ final class SocketStreamPump: @unchecked Sendable {
         if next.1 { loop.poke() }
         return next.0
     }
+
+    /// Whether read input (or an end) waits for `takeInput`; no lock, so it may lag a publish by a moment (the
+    /// pump's poke covers that one).
+    var hasInput: Bool { readyCount.load(ordering: .relaxed) > 0 }
 
     /// Output bytes written by the pump since `attach`.
     var written: Int { sentBytes.load(ordering: .acquiring) }
@@ -258,6 +264,7 @@ final class SocketStreamPump: @unchecked Sendable {
                 shared.inputEnded = true
                 shared.readyInput.append((0, count == 0 ? .endOfStream : .readFailed(code), 0))
             }
+            readyCount.add(1, ordering: .relaxed)
             return shared.wakeData()
         }
         if published { poke(wakeWriter) }
@@ -288,6 +295,7 @@ final class SocketStreamPump: @unchecked Sendable {
             if code == EAGAIN || code == EWOULDBLOCK { return false }
             shared.writeFailed = true
             shared.readyInput.append((0, .writeFailed(code), 0))
+            readyCount.add(1, ordering: .relaxed)
             return shared.wakeData()
         }
         if failed { poke(wakeWriter) }
