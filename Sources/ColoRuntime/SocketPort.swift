@@ -24,7 +24,7 @@ import ColoStages
 ///   wait. Bytes still queued when a connection drops are discarded (`outputDiscardedBytes`); `close` gives them
 ///   up to 100 ms first.
 /// - The connected socket's `recv` and `send` run on the process's socket I/O thread (`SocketStreamPump`,
-///   `SocketIOLoop`); the data thread takes what was read in chunks of up to 64 KiB and hands over output in
+///   `SocketIOLoop`); the data thread takes what was read in chunks of up to 128 KiB and hands over output in
 ///   chunks. Accepting, connecting, framing, errors and closing stay on the data thread.
 ///
 /// `receive` takes read chunks until `limit` frames were delivered; one chunk may complete more frames than
@@ -34,7 +34,7 @@ import ColoStages
 /// buffers, and output is encoded in place into the current output chunk.
 public final class SocketPort: FramePort {
     public static let defaultOutputCapacity = 1 << 20
-    static let readCapacity = 65_536
+    static let readCapacity = 131_072
     /// Largest output chunk: published to the pump once half full or at the end of each data-loop turn.
     static let outputChunkLimit = 262_144
 

@@ -78,7 +78,7 @@ final class SocketStreamPump: @unchecked Sendable {
     }
 
     init(
-        inputChunks: Int = 8, inputChunkSize: Int = 65_536, outputChunks: Int = 4, outputChunkSize: Int,
+        inputChunks: Int = 8, inputChunkSize: Int = 131_072, outputChunks: Int = 4, outputChunkSize: Int,
         name: String
     ) throws(PortError) {
         var wake: [Int32] = [0, 0]
