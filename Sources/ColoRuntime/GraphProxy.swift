@@ -583,16 +583,12 @@ public final class GraphProxy: @unchecked Sendable {
         }
     }
 
+    /// Walks `ref` from where `target` takes it (a nested walk: copies and released packets).
     private func deliver(_ ref: PacketRef, to target: ObjectGraph.Target, now: UInt64) {
-        switch target {
-        case .port(let port):
-            process(ref, chain: ObjectGraph.rxChain(port), from: 0, now: now)
-        case .compare(let index, let primary):
-            store.metadata(ref).pointee.source = primary ? .primary : .secondary
-            process(ref, chain: graph.compareChain(index, primary: primary), from: 0, now: now)
-        case .inject(let chain, let position):
-            process(ref, chain: chain, from: position, now: now)
-        }
+        var chain = 0
+        var position = 0
+        hop(ref, to: target, chain: &chain, position: &position)
+        process(ref, chain: chain, from: position, now: now)
     }
 
     private func send(_ bytes: UnsafeRawBufferPointer, vnetHeaderLength: Int, to port: Int) -> Bool {

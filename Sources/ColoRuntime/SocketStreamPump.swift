@@ -141,7 +141,7 @@ final class SocketStreamPump: @unchecked Sendable {
             // The pump answers at the top of its loop: its calls on the descriptor are non-blocking.
             while state.withLock({ $0.detachRequested }) { usleep(50) }
         }
-        drain(wakeDescriptor)
+        Self.drain(wakeDescriptor)
         return state.withLock { shared -> Int in
             for entry in shared.readyInput where entry.kind == .data { shared.freeInput.append(entry.chunk) }
             readyCount.subtract(shared.readyInput.count, ordering: .relaxed)
@@ -162,7 +162,7 @@ final class SocketStreamPump: @unchecked Sendable {
     /// The oldest read chunk or end, if any. A `.data` input's chunk must be given back with `recycle`.
     func takeInput() -> Input? {
         // The pipe is emptied before the flag is cleared: a poke after that is seen by the next poll.
-        if state.withLock({ $0.wakePending }) { drain(wakeDescriptor) }
+        if state.withLock({ $0.wakePending }) { Self.drain(wakeDescriptor) }
         // What stays queued is announced by `hasInput`, which the data loop reads every turn (a poke of its own
         // pipe was two thirds of the data thread's writes).
         let entry = state.withLock { shared -> (chunk: Int, kind: InputKind, count: Int)? in
@@ -309,7 +309,7 @@ final class SocketStreamPump: @unchecked Sendable {
     }
 
     /// Empties a wake-up pipe: one read unless it held a full buffer's worth of pokes.
-    private func drain(_ fd: Int32) {
+    static func drain(_ fd: Int32) {
         var bytes = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         while withUnsafeMutableBytes(of: &bytes, { Glibc.read(fd, $0.baseAddress, $0.count) }) == 64 {}
     }
@@ -383,9 +383,7 @@ final class SocketIOLoop: @unchecked Sendable {
             }
             guard poll(&descriptors, nfds_t(descriptors.count), -1) > 0 else { continue }
             if descriptors[0].revents != 0 {
-                var bytes = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-                while withUnsafeMutableBytes(of: &bytes, { Glibc.read(controlReader, $0.baseAddress, $0.count) }) == 64
-                {}
+                SocketStreamPump.drain(controlReader)
             }
             for (slot, owner) in owners.enumerated() where descriptors[slot + 1].revents != 0 {
                 owner.pump.service(

@@ -241,7 +241,7 @@ public final class ColoPipeline {
     }
 
     private func drainComparer() {
-        while let ref = comparer.released.popFirst() { toClient.append(ref) }
-        while let ref = comparer.dropped.popFirst() { store.release(ref) }
+        while let ref = comparer.takeReleased() { toClient.append(ref) }
+        while let ref = comparer.takeDropped() { store.release(ref) }
     }
 }

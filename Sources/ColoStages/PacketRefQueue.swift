@@ -48,12 +48,4 @@ public struct PacketRefQueue {
         if stored == 0 { head = 0 }
         return ref
     }
-
-    /// The refs in order, without removing them (tests, listings).
-    public var refs: [PacketRef] {
-        (0..<stored).map { offset in
-            let slot = head + offset
-            return base[slot >= capacity ? slot - capacity : slot]
-        }
-    }
 }
