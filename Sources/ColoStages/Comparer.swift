@@ -71,6 +71,11 @@ public final class Comparer {
     @exclusivity(unchecked) public var checkpointRequested = false
     /// After failover the secondary's output goes to the client and nothing is compared.
     @exclusivity(unchecked) public private(set) var failedOver = false
+    /// Whether `matchesHead` may settle exactly matching segments without queueing them. Always on; tests turn it
+    /// off to check that the general path reaches the same outcome.
+    @exclusivity(unchecked) var matchesHeads = true
+    /// Segments `matchesHead` settled (for tests; not a user-facing counter).
+    @exclusivity(unchecked) var headMatched: UInt64 = 0
 
     /// Fragments are compared as the datagrams they make up; each side's are reassembled in its own zone.
     let reassembler = FragmentReassembler()
