@@ -28,7 +28,7 @@ public struct ChardevFraming: Sendable, Equatable {
     }
 
     /// Bytes before the vnet header: L, and V when present.
-    public var prefixLength: Int { vnetHeaderSupport ? 8 : 4 }
+    @inlinable public var prefixLength: Int { vnetHeaderSupport ? 8 : 4 }
 }
 
 /// One frame read from a chardev stream.
