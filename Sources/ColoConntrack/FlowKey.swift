@@ -136,7 +136,7 @@ public struct FlowKey: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// A fast, seeded hash for the open-addressing table (SipHash via `Hasher` costs more than the lookup).
-    @inlinable func tableHash(seed: UInt64) -> UInt64 {
+    @inlinable @inline(__always) func tableHash(seed: UInt64) -> UInt64 {
         let ports = tail
         var h = mix(sourceLow ^ seed, destinationLow ^ 0x9E37_79B9_7F4A_7C15)
         h ^= mix(sourceHigh ^ 0xC2B2_AE3D_27D4_EB4F, destinationHigh ^ seed)

@@ -16,6 +16,7 @@ enum TCPTransition: Equatable {
 /// TCP tracking in the manner of Linux's nf_conntrack: a per-direction state machine plus window tracking.
 /// Kept free of table details: it reads and updates one `ConnectionEntry`.
 enum TCPTracker {
+    @inline(__always)
     static func classify(_ flags: TCPFlags) -> TCPSegmentClass {
         if flags.contains(.rst) { return .rst }
         if flags.contains(.syn) { return flags.contains(.ack) ? .synAck : .syn }
@@ -25,6 +26,7 @@ enum TCPTracker {
     }
 
     /// CONNTRACK.md: SYN with RST or FIN; neither SYN, ACK nor RST; FIN/PSH/URG without ACK.
+    @inline(__always)
     static func flagsAreValid(_ flags: TCPFlags) -> Bool {
         if flags.contains(.syn) && (flags.contains(.rst) || flags.contains(.fin)) { return false }
         if !flags.contains(.syn) && !flags.contains(.ack) && !flags.contains(.rst) { return false }
@@ -36,6 +38,7 @@ enum TCPTracker {
     }
 
     /// Next state for a segment of `kind` travelling in `direction` on a connection in `state`.
+    @inline(__always)
     static func transition(from state: TCPState, _ kind: TCPSegmentClass, _ direction: FlowDirection)
         -> TCPTransition
     {

@@ -188,7 +188,7 @@ public struct TCPHeader {
     @inlinable public var options: TCPOptions { TCPOptions(bytes: bytes, start: 20, end: headerLength) }
 
     /// Sequence space the segment occupies: payload plus one for SYN and one for FIN.
-    @inlinable public var sequenceLength: UInt32 {
+    @inlinable @inline(__always) public var sequenceLength: UInt32 {
         var length = UInt32(truncatingIfNeeded: bytes.count - headerLength)
         if flags.contains(.syn) { length &+= 1 }
         if flags.contains(.fin) { length &+= 1 }

@@ -23,7 +23,7 @@ public struct Packet {
     @inlinable public var ipv4: IPv4Header? { layout.network == .ipv4 ? IPv4Header(networkBytes) : nil }
     @inlinable public var ipv6: IPv6Header? { layout.network == .ipv6 ? IPv6Header(networkBytes) : nil }
 
-    @inlinable public var tcp: TCPHeader? {
+    @inlinable @inline(__always) public var tcp: TCPHeader? {
         guard layout.isTCP, layout.transportHeaderComplete else { return nil }
         return TCPHeader(transportBytes)
     }
