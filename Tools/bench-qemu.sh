@@ -5,7 +5,11 @@
 # the ceiling of the load generator and loopback TCP in the same run.
 #
 #   Tools/bench-qemu.sh            # both workloads: 64 x 100-byte and 1 x 1400-byte connections
-#   SKIP_BUILD=1 PACKETS_SMALL=10000 PACKETS_LARGE=100000 Tools/bench-qemu.sh   # reuse the release build, set sizes
+#   SKIP_BUILD=1 PACKETS_SMALL=10000 PACKETS_LARGE=100000 ROUNDS=1 Tools/bench-qemu.sh   # reuse the build, set sizes
+# Each workload runs ROUNDS times (default 5), each round QEMU, colo-proxy and the direct path in turn on fresh
+# processes; the summary gives each endpoint's median and the ratio of the medians, with the range of the rounds'
+# own ratios. On a shared machine one round's ratio can be off by a third either way (a neighbour taking the CPU
+# during colo-proxy's half second, or during part of QEMU's eight), so the median is the figure to quote.
 # The default sizes (64 x 30000 x 100 B = 1.92 M frames a side, 1 x 300000 x 1400 B) keep the fastest endpoint busy
 # for half a second or more, so that its first tens of milliseconds (threads starting, TCP windows opening, the
 # first touch of its memory) do not decide the figure; shorter runs measure start-up as much as throughput.
@@ -71,16 +75,29 @@ measure() { # qemu|proxy|direct CONNECTIONS PACKETS PAYLOAD
 pps() { sed -E 's/.*"pairs_per_second":([0-9.]+).*/\1/'; }
 released() { sed -E 's/.*"released":([0-9]+).*/\1/'; }
 
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+rounds=${ROUNDS:-5}
+case "$rounds" in '' | *[!0-9]* | 0) echo "bench-qemu: ROUNDS must be a positive integer, not '$rounds'" >&2; exit 2 ;; esac
+
 for workload in "64 ${PACKETS_SMALL:-30000} 100" "1 ${PACKETS_LARGE:-300000} 1400"; do
     set -- $workload
-    q=$(measure qemu "$@")
-    c=$(measure proxy "$@")
-    d=$(measure direct "$@")
-    qp=$(echo "$q" | pps) cp=$(echo "$c" | pps) dp=$(echo "$d" | pps)
-    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-    echo "workload: $1 connections x $2 packets x $3-byte payload"
-    echo "  qemu colo-compare: $(echo "$q" | released) released, $qp pairs/s    $q"
-    echo "  colo-proxy:        $(echo "$c" | released) released, $cp pairs/s    $c"
-    echo "  direct path:       $(echo "$d" | released) released, $dp pairs/s    $d"
-    echo "  ratio colo-proxy/qemu: $(ratio "$cp" "$qp")   direct/qemu: $(ratio "$dp" "$qp")   colo-proxy/direct: $(ratio "$cp" "$dp")"
+    echo "workload: $1 connections x $2 packets x $3-byte payload, $rounds rounds"
+    qs=() cs=() ds=() rs=()
+    for round in $(seq "$rounds"); do
+        q=$(measure qemu "$@")
+        c=$(measure proxy "$@")
+        d=$(measure direct "$@")
+        qp=$(echo "$q" | pps) cp=$(echo "$c" | pps) dp=$(echo "$d" | pps)
+        qs+=("$qp") cs+=("$cp") ds+=("$dp") rs+=("$(ratio "$cp" "$qp")")
+        echo " round $round"
+        echo "  qemu colo-compare: $(echo "$q" | released) released, $qp pairs/s    $q"
+        echo "  colo-proxy:        $(echo "$c" | released) released, $cp pairs/s    $c"
+        echo "  direct path:       $(echo "$d" | released) released, $dp pairs/s    $d"
+        echo "  ratio colo-proxy/qemu: $(ratio "$cp" "$qp")   direct/qemu: $(ratio "$dp" "$qp")   colo-proxy/direct: $(ratio "$cp" "$dp")"
+    done
+    qm=$(printf '%s\n' "${qs[@]}" | median) cm=$(printf '%s\n' "${cs[@]}" | median) dm=$(printf '%s\n' "${ds[@]}" | median)
+    echo " medians: qemu $qm, colo-proxy $cm, direct $dm pairs/s"
+    echo " ratio of medians colo-proxy/qemu: $(ratio "$cm" "$qm")   direct/qemu: $(ratio "$dm" "$qm")   colo-proxy/direct: $(ratio "$cm" "$dm")"
+    echo " rounds' ratios colo-proxy/qemu: ${rs[*]} (median $(printf '%s\n' "${rs[@]}" | median))"
 done
