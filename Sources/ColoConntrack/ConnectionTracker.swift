@@ -393,7 +393,7 @@ public final class ConnectionTracker {
             if transition == .invalid { return invalid(.badTransition, zone: zone) }
             let entry = table.entries + index
             if transition != .ignore {
-                let verdict = TCPTracker.checkWindow(&entry.pointee, tcp: tcp, kind: kind, direction: direction)
+                let verdict = TCPTracker.checkWindow(entry, tcp: tcp, kind: kind, direction: direction)
                 if !liberal {
                     switch verdict {
                     case .accept: break

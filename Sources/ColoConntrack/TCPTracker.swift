@@ -150,92 +150,96 @@ enum TCPTracker {
     }
 
     /// Window tracking for one segment, updating both directions' state when it is in window.
+    /// The two directions are worked on in place, through pointers into the entry: copied out and written back
+    /// whole they were most of this function's work on every packet.
     static func checkWindow(
-        _ entry: inout ConnectionEntry, tcp: TCPHeader, kind: TCPSegmentClass, direction: FlowDirection
+        _ entry: UnsafeMutablePointer<ConnectionEntry>, tcp: TCPHeader, kind: TCPSegmentClass,
+        direction: FlowDirection
     ) -> WindowVerdict {
-        var sender = direction == .original ? entry.original : entry.reply
-        var receiver = direction == .original ? entry.reply : entry.original
-        defer {
-            if direction == .original {
-                entry.original = sender
-                entry.reply = receiver
-            } else {
-                entry.reply = sender
-                entry.original = receiver
-            }
-        }
+        let raw = UnsafeMutableRawPointer(entry)
+        let originalState = (raw + Self.originalOffset).assumingMemoryBound(to: TCPDirectionState.self)
+        let replyState = (raw + Self.replyOffset).assumingMemoryBound(to: TCPDirectionState.self)
+        let s = direction == .original ? originalState : replyState
+        let r = direction == .original ? replyState : originalState
         let seq = tcp.sequenceNumber
         var ack = tcp.acknowledgmentNumber
         let end = seq &+ tcp.sequenceLength
         var window = UInt32(tcp.window)
         let flags = tcp.flags
 
-        if sender.maxWindow == 0 {
+        if s.pointee.maxWindow == 0 {
             // First segment from this side: learn its sequence space.
             if kind == .synAck || kind == .syn {
-                sender.end = end
-                sender.maxEnd = end
-                sender.maxWindow = max(1, window)
-                readOptions(tcp, into: &sender)
+                s.pointee.end = end
+                s.pointee.maxEnd = end
+                s.pointee.maxWindow = max(1, window)
+                readOptions(tcp, into: &s.pointee)
                 // Window scaling is on only when both SYNs carried the option.
-                if !(sender.flags.contains(.windowScaleSeen) && receiver.flags.contains(.windowScaleSeen)) {
-                    sender.windowScale = 0
-                    receiver.windowScale = 0
+                if !(s.pointee.flags.contains(.windowScaleSeen) && r.pointee.flags.contains(.windowScaleSeen)) {
+                    s.pointee.windowScale = 0
+                    r.pointee.windowScale = 0
                 }
             } else {
-                sender.end = end
-                sender.maxWindow = max(1, window << UInt32(sender.windowScale))
-                sender.maxEnd = end &+ sender.maxWindow
-                if receiver.maxWindow == 0 {
-                    receiver.end = ack
-                    receiver.maxEnd = ack
+                s.pointee.end = end
+                s.pointee.maxWindow = max(1, window << UInt32(s.pointee.windowScale))
+                s.pointee.maxEnd = end &+ s.pointee.maxWindow
+                if r.pointee.maxWindow == 0 {
+                    r.pointee.end = ack
+                    r.pointee.maxEnd = ack
                 }
             }
-        } else if kind == .syn && direction == .original && entry.tcpState == .synSent && after(end, sender.end) {
+        } else if kind == .syn && direction == .original && entry.pointee.tcpState == .synSent
+            && after(end, s.pointee.end)
+        {
             // A retransmitted SYN with a new ISN (the peer's stack restarted): start this side over.
-            sender = TCPDirectionState()
-            sender.end = end
-            sender.maxEnd = end
-            sender.maxWindow = max(1, window)
-            readOptions(tcp, into: &sender)
+            s.pointee = TCPDirectionState()
+            s.pointee.end = end
+            s.pointee.maxEnd = end
+            s.pointee.maxWindow = max(1, window)
+            readOptions(tcp, into: &s.pointee)
         }
 
         if !flags.contains(.ack) {
-            ack = receiver.end
+            ack = r.pointee.end
         } else if flags.contains(.rst) && ack == 0 {
-            ack = receiver.end  // some stacks send RST|ACK with a zero ack
+            ack = r.pointee.end  // some stacks send RST|ACK with a zero ack
         }
         var highestAck = ack
         // SACK edges count as acknowledged only when the option is allowed and present (options beyond 20 bytes).
         if flags.contains(.ack), tcp.headerLength > 20,
-            receiver.flags.contains(.sackPermitted) || sender.flags.contains(.sackPermitted),
+            r.pointee.flags.contains(.sackPermitted) || s.pointee.flags.contains(.sackPermitted),
             let blocks = tcp.sackBlocks
         {
             for block in blocks where after(block.right, highestAck) { highestAck = block.right }
         }
-        if kind != .syn && kind != .synAck { window <<= UInt32(sender.windowScale) }
+        if kind != .syn && kind != .synAck { window <<= UInt32(s.pointee.windowScale) }
 
-        if sender.flags.contains(.liberal) || receiver.flags.contains(.liberal) {
+        if s.pointee.flags.contains(.liberal) || r.pointee.flags.contains(.liberal) {
             update(
-                &sender, &receiver, end: end, ack: ack, highestAck: highestAck, window: window,
+                &s.pointee, &r.pointee, end: end, ack: ack, highestAck: highestAck, window: window,
                 hasAck: flags.contains(.ack))
             return .accept
         }
 
-        let seqNotBeyondUpper = !after(seq, sender.maxEnd)
-        let ackNotBeyondUpper = !after(highestAck, receiver.end)
-        let lowerSeqBound = sender.end &- receiver.maxWindow
+        let seqNotBeyondUpper = !after(seq, s.pointee.maxEnd)
+        let ackNotBeyondUpper = !after(highestAck, r.pointee.end)
+        let lowerSeqBound = s.pointee.end &- r.pointee.maxWindow
         let seqNotBelowLower = !before(end, lowerSeqBound)
-        let ackWindow = max(receiver.maxWindow, 66000)
-        let ackNotBelowLower = !before(highestAck, receiver.end &- ackWindow)
+        let ackWindow = max(r.pointee.maxWindow, 66000)
+        let ackNotBelowLower = !before(highestAck, r.pointee.end &- ackWindow)
 
         guard seqNotBeyondUpper, ackNotBeyondUpper else { return .invalid }
         guard seqNotBelowLower, ackNotBelowLower else { return .ignore }
         update(
-            &sender, &receiver, end: end, ack: ack, highestAck: highestAck, window: window, hasAck: flags.contains(.ack)
+            &s.pointee, &r.pointee, end: end, ack: ack, highestAck: highestAck, window: window,
+            hasAck: flags.contains(.ack)
         )
         return .accept
     }
+
+    /// Where the two directions sit in an entry (stored properties, so the offsets exist).
+    static let originalOffset = MemoryLayout<ConnectionEntry>.offset(of: \ConnectionEntry.original)!
+    static let replyOffset = MemoryLayout<ConnectionEntry>.offset(of: \ConnectionEntry.reply)!
 
     private static func update(
         _ sender: inout TCPDirectionState, _ receiver: inout TCPDirectionState, end: UInt32, ack: UInt32,
