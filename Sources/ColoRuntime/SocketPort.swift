@@ -19,10 +19,10 @@ import ColoStages
 ///   (one line through `log`), counted in `errors`, and closes that connection (`disconnects`); nothing after a bad
 ///   length can be trusted. Other ports go on.
 /// - Output is queued, at most `outputCapacity` bytes, and written as the socket takes it. When a frame does not
-///   fit, a peer that is reading is waited for (up to `outputWait`); otherwise the frame is refused and counted in
-///   `sendRefused`, so a peer that never reads costs this port its frames, never the data thread more than one
-///   wait. Bytes still queued when a connection drops are discarded (`outputDiscardedBytes`); `close` gives them
-///   up to 100 ms first.
+///   fit, a peer that is reading is waited for (up to `outputWait`, 50 ms); otherwise the frame is refused and
+///   counted in `sendRefused`, so a peer that never reads costs this port its frames, never the data thread more
+///   than one wait. Bytes still queued when a connection drops are discarded (`outputDiscardedBytes`); `close`
+///   gives them up to 100 ms first.
 /// - The connected socket's `recv` and `send` run on the process's socket I/O thread (`SocketStreamPump`,
 ///   `SocketIOLoop`); the data thread takes what was read in chunks of up to 128 KiB and hands over output in
 ///   chunks. Accepting, connecting, framing, errors and closing stay on the data thread.
@@ -85,8 +85,10 @@ public final class SocketPort: FramePort {
     @exclusivity(unchecked) private var knownWritten = 0
     /// The pump's written count when a wait for room last gave up (-1: none).
     @exclusivity(unchecked) private var stalledAt = -1
-    /// Longest wait for room in the output queue while the peer reads nothing.
-    static let outputWait: UInt64 = 10_000_000
+    /// Longest wait for room in the output queue while the peer reads nothing. Longer than a scheduler's time
+    /// slices: on a loaded two-core machine a reader that is keeping up can still be off the CPU for 10 ms or more,
+    /// and 10 ms cost frames in about 1 run in 20 of the 64 x 100 B benchmark.
+    static let outputWait: UInt64 = 50_000_000
 
     /// Opens the port: a server binds and listens now (and throws when it cannot); a client makes its first
     /// connection attempt on the first `service(now:)`, and a failure is counted and logged, not thrown (see
