@@ -83,6 +83,9 @@ public final class GraphProxy: @unchecked Sendable {
     private let chainStart: UnsafeMutablePointer<Int>
     private let chainEnds: UnsafeMutablePointer<ObjectGraph.End>
     private let compareOutdevs: UnsafeMutablePointer<ObjectGraph.Target>
+    /// Per comparer: the port its released frames are written to straight away, when its outdev is a port whose rx
+    /// chain has no stages (the usual case); -1 when they walk that chain.
+    private let directOutdevs: UnsafeMutablePointer<Int>
     /// Where a packet held by the fragment front end continues: chain << 16 | slot, by store index.
     private let resume: UnsafeMutablePointer<UInt32>
     /// The port each stored frame came from (`.max` for copies), by store index: frames of a verdict-holding port
@@ -188,6 +191,17 @@ public final class GraphProxy: @unchecked Sendable {
         chainStart[graph.chains.count] = cursor
         compareOutdevs = .allocate(capacity: max(1, graph.compares.count))
         for (index, node) in graph.compares.enumerated() { (compareOutdevs + index).initialize(to: node.outdev) }
+        directOutdevs = .allocate(capacity: max(1, graph.compares.count))
+        for (index, node) in graph.compares.enumerated() {
+            var direct = -1
+            if case .port(let port) = node.outdev {
+                let chain = ObjectGraph.rxChain(port)
+                if chainStart[chain + 1] == chainStart[chain], case .send(let end) = chainEnds[chain], end == port {
+                    direct = port
+                }
+            }
+            (directOutdevs + index).initialize(to: direct)
+        }
         let total = configuration.storeBuffers + 64
         resume = .allocate(capacity: total)
         resume.initialize(repeating: 0, count: total)
@@ -245,6 +259,7 @@ public final class GraphProxy: @unchecked Sendable {
         chainStart.deallocate()
         chainEnds.deallocate()
         compareOutdevs.deallocate()
+        directOutdevs.deallocate()
         resume.deallocate()
         origin.deallocate()
         framing.deallocate()
@@ -493,42 +508,7 @@ public final class GraphProxy: @unchecked Sendable {
                 hop(ref, to: target, chain: &chain, position: &position)
                 continue walk
             case .send(let port):
-                if Int(origin[Int(ref.index)]) == port && holdsVerdicts[port] {
-                    // Back to where the kernel holds it: the verdict is the release.
-                    settle(ref, accept: true)
-                } else {
-                    // Fields read in place: a copy of the whole metadata was a 272-byte memcpy per frame sent.
-                    let meta = store.metadata(ref)
-                    var bytes = store.frame(ref)
-                    var vnetHeaderLength = meta.pointee.vnetHeaderLength
-                    var sendable = true
-                    if meta.pointee.linkType != portLinkTypes[port] {
-                        // Ethernet toward a raw-IP port: the IP packet goes. Raw IP toward an Ethernet port gets the
-                        // addresses last seen from that port, swapped (the station behind it becomes the destination);
-                        // before the port has sent anything it is refused and counted.
-                        let network = meta.pointee.layout.network
-                        let isIP = meta.pointee.parsed && (network == .ipv4 || network == .ipv6)
-                        if portLinkTypes[port] == .rawIP, isIP {
-                            bytes = UnsafeRawBufferPointer(
-                                rebasing: bytes[(vnetHeaderLength + meta.pointee.layout.networkOffset)...])
-                            vnetHeaderLength = 0
-                        } else if meta.pointee.linkType == .rawIP, isIP,
-                            let framed = addEthernetHeader(bytes, meta.pointee, toward: port)
-                        {
-                            bytes = framed
-                            vnetHeaderLength = 0
-                        } else {
-                            counters.linkMismatch &+= 1
-                            sendable = false
-                        }
-                    }
-                    if sendable && !send(bytes, vnetHeaderLength: vnetHeaderLength, to: port) {
-                        counters.sendRefused &+= 1
-                    }
-                    // Written elsewhere: the kernel's original must not go on as well.
-                    settle(ref, accept: false)
-                }
-                store.release(ref)
+                write(ref, to: port)
             case .unrouted:
                 if settle(ref, accept: true) {
                     counters.passed &+= 1
@@ -549,6 +529,48 @@ public final class GraphProxy: @unchecked Sendable {
             }
             return
         }
+    }
+
+    /// A frame at the end of `port`'s rx chain: written to the port (or, back at the verdict-holding port it came
+    /// from, accepted there), then its buffer freed.
+    @inline(__always)
+    private func write(_ ref: PacketRef, to port: Int) {
+        if Int(origin[Int(ref.index)]) == port && holdsVerdicts[port] {
+            // Back to where the kernel holds it: the verdict is the release.
+            settle(ref, accept: true)
+        } else {
+            // Fields read in place: a copy of the whole metadata was a 272-byte memcpy per frame sent.
+            let meta = store.metadata(ref)
+            var bytes = store.frame(ref)
+            var vnetHeaderLength = meta.pointee.vnetHeaderLength
+            var sendable = true
+            if meta.pointee.linkType != portLinkTypes[port] {
+                // Ethernet toward a raw-IP port: the IP packet goes. Raw IP toward an Ethernet port gets the
+                // addresses last seen from that port, swapped (the station behind it becomes the destination);
+                // before the port has sent anything it is refused and counted.
+                let network = meta.pointee.layout.network
+                let isIP = meta.pointee.parsed && (network == .ipv4 || network == .ipv6)
+                if portLinkTypes[port] == .rawIP, isIP {
+                    bytes = UnsafeRawBufferPointer(
+                        rebasing: bytes[(vnetHeaderLength + meta.pointee.layout.networkOffset)...])
+                    vnetHeaderLength = 0
+                } else if meta.pointee.linkType == .rawIP, isIP,
+                    let framed = addEthernetHeader(bytes, meta.pointee, toward: port)
+                {
+                    bytes = framed
+                    vnetHeaderLength = 0
+                } else {
+                    counters.linkMismatch &+= 1
+                    sendable = false
+                }
+            }
+            if sendable && !send(bytes, vnetHeaderLength: vnetHeaderLength, to: port) {
+                counters.sendRefused &+= 1
+            }
+            // Written elsewhere: the kernel's original must not go on as well.
+            settle(ref, accept: false)
+        }
+        store.release(ref)
     }
 
     /// Counts one more chain entered by the walk under way; false (the frame dropped and counted) when the walk
@@ -605,9 +627,11 @@ public final class GraphProxy: @unchecked Sendable {
         comparerRefs[index]._withUnsafeGuaranteedRef { comparer in
             guard comparer.hasOutput else { return }
             let target = compareOutdevs[index]
+            let direct = directOutdevs[index]
             while let ref = comparer.takeReleased() {
                 tally.released(receivedAt: store.metadata(ref).pointee.receivedAt, now: now)
-                deliver(ref, to: target, now: now)
+                // Straight to the port when its rx chain is empty: the same end as walking it, without the walk.
+                if direct >= 0 { write(ref, to: direct) } else { deliver(ref, to: target, now: now) }
             }
             while let ref = comparer.takeDropped() {
                 settle(ref, accept: false)
