@@ -86,6 +86,11 @@ public final class GraphProxy: @unchecked Sendable {
     /// Per comparer: the port its released frames are written to straight away, when its outdev is a port whose rx
     /// chain has no stages (the usual case); -1 when they walk that chain.
     private let directOutdevs: UnsafeMutablePointer<Int>
+    /// Per port: where a frame it yields starts walking, and as what source. A port whose tx chain has no stages
+    /// and hands frames on to a comparer input or another port starts them there, one hop saved; otherwise its
+    /// tx chain, as `.other`.
+    private let entryChains: UnsafeMutablePointer<Int>
+    private let entrySources: UnsafeMutablePointer<PacketSource>
     /// Where a packet held by the fragment front end continues: chain << 16 | slot, by store index.
     private let resume: UnsafeMutablePointer<UInt32>
     /// The port each stored frame came from (`.max` for copies), by store index: frames of a verdict-holding port
@@ -191,6 +196,24 @@ public final class GraphProxy: @unchecked Sendable {
         chainStart[graph.chains.count] = cursor
         compareOutdevs = .allocate(capacity: max(1, graph.compares.count))
         for (index, node) in graph.compares.enumerated() { (compareOutdevs + index).initialize(to: node.outdev) }
+        entryChains = .allocate(capacity: max(1, ports.count))
+        entrySources = .allocate(capacity: max(1, ports.count))
+        for port in ports.indices {
+            let chain = ObjectGraph.txChain(port)
+            var entry = (chain: chain, source: PacketSource.other)
+            if chainStart[chain + 1] == chainStart[chain], case .deliver(let target) = chainEnds[chain] {
+                switch target {
+                case .compare(let index, let primary):
+                    entry = (graph.compareChain(index, primary: primary), primary ? .primary : .secondary)
+                case .port(let other):
+                    entry = (ObjectGraph.rxChain(other), .other)
+                case .inject:
+                    break
+                }
+            }
+            (entryChains + port).initialize(to: entry.chain)
+            (entrySources + port).initialize(to: entry.source)
+        }
         directOutdevs = .allocate(capacity: max(1, graph.compares.count))
         for (index, node) in graph.compares.enumerated() {
             var direct = -1
@@ -260,6 +283,8 @@ public final class GraphProxy: @unchecked Sendable {
         chainEnds.deallocate()
         compareOutdevs.deallocate()
         directOutdevs.deallocate()
+        entryChains.deallocate()
+        entrySources.deallocate()
         resume.deallocate()
         origin.deallocate()
         framing.deallocate()
@@ -401,9 +426,10 @@ public final class GraphProxy: @unchecked Sendable {
     }
 
     private func receive(from index: Int, now: UInt64) {
-        let chain = ObjectGraph.txChain(index)
+        let chain = entryChains[index]
+        let source = entrySources[index]
         let deliver = { (ref: PacketRef) in
-            self.store.metadata(ref).pointee.source = .other
+            self.store.metadata(ref).pointee.source = source
             self.origin[Int(ref.index)] = UInt16(truncatingIfNeeded: index)
             if self.learnsAddresses[index] { self.learnAddresses(ref, port: index) }
             self.process(ref, chain: chain, from: 0, now: now)
