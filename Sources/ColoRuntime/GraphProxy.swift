@@ -97,6 +97,8 @@ public final class GraphProxy: @unchecked Sendable {
     /// are settled with it when they leave.
     private let origin: UnsafeMutablePointer<UInt16>
     private let holdsVerdicts: [Bool]
+    /// Whether any port holds verdicts (NFQUEUE): without one, `settle` has nothing to do for any frame.
+    private let anyHoldsVerdicts: Bool
     private var eventsSeen: [Int]
     /// `comparers`, `rewriters` and the socket ports again, unretained, for the per-frame walk: a call on a class
     /// reference read out of an array retains and releases it around the call. The arrays own them for as long
@@ -231,6 +233,7 @@ public final class GraphProxy: @unchecked Sendable {
         origin = .allocate(capacity: total)
         origin.initialize(repeating: .max, count: total)
         holdsVerdicts = ports.map(\.holdsVerdicts)
+        anyHoldsVerdicts = holdsVerdicts.contains(true)
         learnedAddresses = .allocate(byteCount: max(1, ports.count) * 12, alignment: 8)
         learnedAddresses.initializeMemory(as: UInt8.self, repeating: 0, count: max(1, ports.count) * 12)
         // Only worth it when some raw-IP port exists to send from.
@@ -561,7 +564,7 @@ public final class GraphProxy: @unchecked Sendable {
     /// from, accepted there), then its buffer freed.
     @inline(__always)
     private func write(_ ref: PacketRef, to port: Int) {
-        if Int(origin[Int(ref.index)]) == port && holdsVerdicts[port] {
+        if anyHoldsVerdicts && Int(origin[Int(ref.index)]) == port && holdsVerdicts[port] {
             // Back to where the kernel holds it: the verdict is the release.
             settle(ref, accept: true)
         } else {
@@ -691,10 +694,10 @@ public final class GraphProxy: @unchecked Sendable {
     }
 
     /// Gives the verdict on `ref` if it came from a verdict-holding port; returns whether it did.
-    @discardableResult
+    @discardableResult @inline(__always)
     private func settle(_ ref: PacketRef, accept: Bool) -> Bool {
         let port = Int(origin[Int(ref.index)])
-        guard port < ports.count, holdsVerdicts[port] else { return false }
+        guard anyHoldsVerdicts, port < ports.count, holdsVerdicts[port] else { return false }
         origin[Int(ref.index)] = .max
         ports[port].settle(ref, accept: accept)
         return true
