@@ -90,9 +90,12 @@ public struct ChardevFrameEncoder: Sendable {
             output.storeBytes(of: UInt32(vnetHeader.count).bigEndian, toByteOffset: 4, as: UInt32.self)
             cursor = 8
         }
-        UnsafeMutableRawBufferPointer(rebasing: output[cursor..<(cursor + vnetHeader.count)]).copyMemory(
-            from: vnetHeader)
-        cursor += vnetHeader.count
+        if !vnetHeader.isEmpty {
+            // Nearly always empty: a copy of nothing was still a call per frame.
+            UnsafeMutableRawBufferPointer(rebasing: output[cursor..<(cursor + vnetHeader.count)]).copyMemory(
+                from: vnetHeader)
+            cursor += vnetHeader.count
+        }
         UnsafeMutableRawBufferPointer(rebasing: output[cursor...]).copyMemory(from: ethernet)
     }
 }
