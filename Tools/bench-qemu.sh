@@ -5,7 +5,7 @@
 # the ceiling of the load generator and loopback TCP in the same run.
 #
 #   Tools/bench-qemu.sh            # both workloads: 64 x 100-byte and 1 x 1400-byte connections
-#   SKIP_BUILD=1 PACKETS_SMALL=10000 PACKETS_LARGE=100000 ROUNDS=1 Tools/bench-qemu.sh   # reuse the build, set sizes
+#   SKIP_BUILD=1 PACKETS_SMALL=10000 PACKETS_LARGE=100000 ROUNDS=1 BATCH=64 Tools/bench-qemu.sh   # reuse the build
 # Each workload runs ROUNDS times (default 5), each round QEMU, colo-proxy and the direct path in turn on fresh
 # processes; the summary gives each endpoint's median and the ratio of the medians, with the range of the rounds'
 # own ratios. On a shared machine one round's ratio can be off by a third either way (a neighbour taking the CPU
@@ -68,7 +68,7 @@ measure() { # qemu|proxy|direct CONNECTIONS PACKETS PAYLOAD
     wait_port $p3 || { echo "bench-qemu: $1 did not listen on $p3" >&2; cleanup; return 1; }
     sleep 0.2 # the sockets after the outdev
     "$bin" loadgen --primary 127.0.0.1:$p1 --secondary 127.0.0.1:$p2 --outdev 127.0.0.1:$p3 \
-        --connections "$2" --packets "$3" --payload-size "$4" --json | tail -1 || true
+        --connections "$2" --packets "$3" --payload-size "$4" --batch "$batch" --json | tail -1 || true
     cleanup
 }
 
@@ -78,11 +78,17 @@ released() { sed -E 's/.*"released":([0-9]+).*/\1/'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 rounds=${ROUNDS:-5}
+# Frames per side per write of the load generator. Its writes run loopback TCP's send and receive paths on the same
+# two cores as the endpoint: with 64-frame writes (11 KB at 100 B) the harness took enough CPU to cost colo-proxy
+# about a sixth of its figure, while QEMU's stayed the same. 256 frames is 4 per connection per side at 64
+# connections, still lock-step.
+batch=${BATCH:-256}
+case "$batch" in '' | *[!0-9]*) echo "bench-qemu: BATCH must be a non-negative integer, not '$batch'" >&2; exit 2 ;; esac
 case "$rounds" in '' | *[!0-9]* | 0) echo "bench-qemu: ROUNDS must be a positive integer, not '$rounds'" >&2; exit 2 ;; esac
 
 for workload in "64 ${PACKETS_SMALL:-30000} 100" "1 ${PACKETS_LARGE:-300000} 1400"; do
     set -- $workload
-    echo "workload: $1 connections x $2 packets x $3-byte payload, $rounds rounds"
+    echo "workload: $1 connections x $2 packets x $3-byte payload, $rounds rounds, load generator batches of $batch"
     qs=() cs=() ds=() rs=()
     for round in $(seq "$rounds"); do
         q=$(measure qemu "$@")
