@@ -237,9 +237,17 @@ enum TCPTracker {
         return .accept
     }
 
-    /// Where the two directions sit in an entry (stored properties, so the offsets exist).
-    static let originalOffset = MemoryLayout<ConnectionEntry>.offset(of: \ConnectionEntry.original)!
-    static let replyOffset = MemoryLayout<ConnectionEntry>.offset(of: \ConnectionEntry.reply)!
+    /// Where the two directions sit in an entry.
+    static let originalOffset = storedOffset(\ConnectionEntry.original)
+    static let replyOffset = storedOffset(\ConnectionEntry.reply)
+
+    private static func storedOffset(_ path: WritableKeyPath<ConnectionEntry, TCPDirectionState>) -> Int {
+        // Both are stored properties, so the offset exists; a computed property here would be a programming error.
+        guard let offset = MemoryLayout<ConnectionEntry>.offset(of: path) else {
+            fatalError("ConnectionEntry: \(path) is not a stored property")
+        }
+        return offset
+    }
 
     private static func update(
         _ sender: inout TCPDirectionState, _ receiver: inout TCPDirectionState, end: UInt32, ack: UInt32,

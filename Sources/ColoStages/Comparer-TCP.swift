@@ -142,9 +142,9 @@ extension Comparer {
     /// bytes). The outcome is the one the general path (queue it, then `advance`) reaches: both are matched,
     /// `verified` moves past them, the secondary's copy is dropped and the primary's released, in the same order
     /// and with the same counts. It only skips the queue walks, which were a third of the comparer's work per
-    /// pair. Anything else (no FIN or SYN or RST, no holding, nothing queued on the own side, equal bytes) returns
-    /// false having changed nothing, and the caller goes the general way; a difference is thus found and
-    /// reported there.
+    /// pair. When any condition fails (a SYN, FIN or RST, on this segment or seen earlier; the connection
+    /// holding; something queued on its own side; other cuts or other bytes) it returns false having changed
+    /// nothing, and the caller goes the general way, where a difference is found and reported.
     @inline(__always)
     func matchesHead(_ ref: PacketRef, _ s: Segment, slot: Int, fromPrimary: Bool) -> Bool {
         guard matchesHeads, s.length > 0, !connections[slot].holding, configuration.maxQueueSize >= 1,

@@ -1,7 +1,8 @@
 import ColoPacket
 import ColoPacketBuilder
-@testable import ColoStages
 import Testing
+
+@testable import ColoStages
 
 /// `Comparer.matchesHead` settles a segment that exactly matches the other side's queue head without queueing it.
 /// It must change nothing but the work done: these runs feed the same frames, in the same order, to a comparer with
@@ -71,9 +72,10 @@ struct CompareHeadMatchTests {
                 send(Array(bytes[offset..<(offset + size)]))
                 if Int.random(in: 0..<10, using: &rng) == 0 {
                     // Sent twice in a row (a retransmission right away): two in the queue at the same start.
+                    let (seq, chunk) = sent[sent.count - 1]
                     var again = c
-                    if primary { again.primaryNext = sent[sent.count - 1].0 } else { again.secondaryNext = sent[sent.count - 1].0 }
-                    out.append(primary ? again.primary([.ack], sent[sent.count - 1].1) : again.secondary([.ack], sent[sent.count - 1].1))
+                    if primary { again.primaryNext = seq } else { again.secondaryNext = seq }
+                    out.append(primary ? again.primary([.ack], chunk) : again.secondary([.ack], chunk))
                 }
                 offset += size
                 if Int.random(in: 0..<10, using: &rng) == 0, let old = sent.randomElement(using: &rng) {
@@ -129,7 +131,8 @@ struct CompareHeadMatchTests {
         return h
     }
 
-    @Test("Same frames out, same order, same events and counters, with and without the head match",
+    @Test(
+        "Same frames out, same order, same events and counters, with and without the head match",
         arguments: 0..<60)
     func sameOutcome(seed: Int) {
         let plan = Self.plan(seed: UInt64(seed) &* 0x2545_F491, changeByte: seed % 3 == 2)
