@@ -156,9 +156,11 @@ enum TCPTracker {
         _ entry: UnsafeMutablePointer<ConnectionEntry>, tcp: TCPHeader, kind: TCPSegmentClass,
         direction: FlowDirection
     ) -> WindowVerdict {
-        let raw = UnsafeMutableRawPointer(entry)
-        let originalState = (raw + Self.originalOffset).assumingMemoryBound(to: TCPDirectionState.self)
-        let replyState = (raw + Self.replyOffset).assumingMemoryBound(to: TCPDirectionState.self)
+        // Key-path projections of stored properties fold to constant offsets (a static let of the offsets cost a
+        // swift_once check on every call). Both are stored properties, so neither is ever nil.
+        guard let originalState = entry.pointer(to: \.original), let replyState = entry.pointer(to: \.reply) else {
+            preconditionFailure("ConnectionEntry's directions are stored properties")
+        }
         let s = direction == .original ? originalState : replyState
         let r = direction == .original ? replyState : originalState
         let seq = tcp.sequenceNumber
@@ -235,18 +237,6 @@ enum TCPTracker {
             hasAck: flags.contains(.ack)
         )
         return .accept
-    }
-
-    /// Where the two directions sit in an entry.
-    static let originalOffset = storedOffset(\ConnectionEntry.original)
-    static let replyOffset = storedOffset(\ConnectionEntry.reply)
-
-    private static func storedOffset(_ path: WritableKeyPath<ConnectionEntry, TCPDirectionState>) -> Int {
-        // Both are stored properties, so the offset exists; a computed property here would be a programming error.
-        guard let offset = MemoryLayout<ConnectionEntry>.offset(of: path) else {
-            fatalError("ConnectionEntry: \(path) is not a stored property")
-        }
-        return offset
     }
 
     private static func update(
