@@ -203,7 +203,7 @@ public final class GraphProxy: @unchecked Sendable {
         for port in ports.indices {
             let chain = ObjectGraph.txChain(port)
             var entry = (chain: chain, source: PacketSource.other)
-            if chainStart[chain + 1] == chainStart[chain], case .deliver(let target) = chainEnds[chain] {
+            if Self.hasNoStages(chain, chainStart), case .deliver(let target) = chainEnds[chain] {
                 switch target {
                 case .compare(let index, let primary):
                     entry = (graph.compareChain(index, primary: primary), primary ? .primary : .secondary)
@@ -221,7 +221,7 @@ public final class GraphProxy: @unchecked Sendable {
             var direct = -1
             if case .port(let port) = node.outdev {
                 let chain = ObjectGraph.rxChain(port)
-                if chainStart[chain + 1] == chainStart[chain], case .send(let end) = chainEnds[chain], end == port {
+                if Self.hasNoStages(chain, chainStart), case .send(let end) = chainEnds[chain], end == port {
                     direct = port
                 }
             }
@@ -600,6 +600,11 @@ public final class GraphProxy: @unchecked Sendable {
             settle(ref, accept: false)
         }
         store.release(ref)
+    }
+
+    /// Whether `chain` holds no stages at all (so none can be switched on later): its frames only reach its end.
+    private static func hasNoStages(_ chain: Int, _ chainStart: UnsafeMutablePointer<Int>) -> Bool {
+        chainStart[chain + 1] == chainStart[chain]
     }
 
     /// Counts one more chain entered by the walk under way; false (the frame dropped and counted) when the walk

@@ -156,8 +156,8 @@ extension Comparer {
         guard own.isEmpty, !other.isEmpty else { return false }
         let head = other.head
         let h = segment(head)
-        guard h.seq == s.seq, h.length == s.length, let a = payload(ref).baseAddress,
-            let b = payload(head).baseAddress, memcmp(a, b, Int(s.length)) == 0
+        guard h.seq == s.seq, h.length == s.length,
+            Self.firstDifference(payload(ref), 0, payload(head), 0, Int(s.length)) == nil
         else { return false }
         counters.bytesCompared &+= UInt64(s.length)
         headMatched &+= 1
@@ -170,8 +170,7 @@ extension Comparer {
         }
         dropVerifiedSecondary(slot)
         releaseReady(slot)
-        prefetch(connections[slot].primary.head)
-        prefetch(connections[slot].secondary.head)
+        prefetchHeads(slot)
         return true
     }
 
@@ -220,9 +219,14 @@ extension Comparer {
         checkLengths(slot, now: now)
         dropVerifiedSecondary(slot)
         releaseReady(slot)
-        // The next step on this connection starts from these heads, when the other side's next segment arrives
-        // (with many connections, many packets later): by then a queued frame stored hundreds of frames ago has
-        // left the near caches, and its first read stalled the comparison.
+        prefetchHeads(slot)
+    }
+
+    /// The next step on this connection starts from its queue heads, when the other side's next segment arrives
+    /// (with many connections, many packets later): by then a queued frame stored hundreds of frames ago has
+    /// left the near caches, and its first read stalled the comparison.
+    @inline(__always)
+    func prefetchHeads(_ slot: Int) {
         prefetch(connections[slot].primary.head)
         prefetch(connections[slot].secondary.head)
     }
