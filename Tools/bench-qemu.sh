@@ -6,6 +6,7 @@
 #
 #   Tools/bench-qemu.sh            # both workloads: 64 x 100-byte and 1 x 1400-byte connections
 #   SKIP_BUILD=1 PACKETS_SMALL=10000 PACKETS_LARGE=100000 ROUNDS=1 BATCH=64 Tools/bench-qemu.sh   # reuse the build
+#   TRANSPORT=unix Tools/bench-qemu.sh   # the three chardevs as Unix stream sockets instead of loopback TCP
 # Each workload runs ROUNDS times (default 5), each round QEMU, colo-proxy and the direct path in turn on fresh
 # processes; the summary gives each endpoint's median and the ratio of the medians, with the range of the rounds'
 # own ratios. On a shared machine one round's ratio can be off by a third either way (a neighbour taking the CPU
@@ -33,41 +34,71 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; pids=(); }
 trap 'cleanup; rm -rf "$work"' EXIT
 
-# Listening, checked without connecting (a probe connection would count as a chardev client).
-wait_port() { for _ in $(seq 200); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.05; done; return 1; }
+# The chardev transport: loopback TCP (QEMU's documented COLO setup) or Unix stream sockets.
+transport=${TRANSPORT:-tcp}
+case "$transport" in tcp | unix) ;; *) echo "bench-qemu: TRANSPORT must be tcp or unix, not '$transport'" >&2; exit 2 ;; esac
+sides=(primary secondary outdev)
+endpoint=0
+# One endpoint's three addresses: ports base..base+2, or the sockets primary, secondary and outdev in a directory.
+# (Called in the command substitution of each measurement, so every endpoint gets the same ones, freed in between.)
+next_endpoint() {
+    endpoint=$((endpoint + 1))
+    if [ "$transport" = tcp ]; then
+        chardev=() loadgen=()
+        for i in 0 1 2; do
+            chardev+=("host=127.0.0.1,port=$((base + i))") loadgen+=("127.0.0.1:$((base + i))")
+        done
+        direct=("$base")
+        base=$((base + 3))
+    else
+        local dir="$work/e$endpoint"
+        mkdir -p "$dir"
+        rm -f "$dir/primary" "$dir/secondary" "$dir/outdev"
+        chardev=() loadgen=()
+        for side in "${sides[@]}"; do chardev+=("path=$dir/$side") loadgen+=("$dir/$side"); done
+        direct=(--unix "$dir")
+    fi
+}
 
-start_qemu() { # P1 P2 P3
+# Listening, checked without connecting (a probe connection would count as a chardev client).
+wait_listening() { # LOADGEN-ADDRESS
+    local filter
+    if [ "$transport" = tcp ]; then filter=(-t "sport = :${1##*:}"); else filter=(-x "src = $1"); fi
+    for _ in $(seq 200); do ss -Hl "${filter[@]}" | grep -q . && return 0; sleep 0.05; done
+    return 1
+}
+
+start_qemu() {
     qemu-system-x86_64 -machine none -nodefaults -display none -monitor none -serial none \
         -object iothread,id=io1 \
-        -chardev socket,id=pri,host=127.0.0.1,port="$1",server=on,wait=off \
-        -chardev socket,id=sec,host=127.0.0.1,port="$2",server=on,wait=off \
-        -chardev socket,id=out,host=127.0.0.1,port="$3",server=on,wait=off \
+        -chardev socket,id=pri,"${chardev[0]}",server=on,wait=off \
+        -chardev socket,id=sec,"${chardev[1]}",server=on,wait=off \
+        -chardev socket,id=out,"${chardev[2]}",server=on,wait=off \
         -object colo-compare,id=c0,primary_in=pri,secondary_in=sec,outdev=out,iothread=io1 &
     pids+=($!)
 }
 
-start_proxy() { # P1 P2 P3
+start_proxy() {
     "$bin" run --no-control \
-        --port socket,id=pin,host=127.0.0.1,port="$1",server=on \
-        --port socket,id=sin,host=127.0.0.1,port="$2",server=on \
-        --port socket,id=out,host=127.0.0.1,port="$3",server=on \
+        --port socket,id=pin,"${chardev[0]}",server=on \
+        --port socket,id=sin,"${chardev[1]}",server=on \
+        --port socket,id=out,"${chardev[2]}",server=on \
         --object colo-compare,id=cmp,primary_in=pin,secondary_in=sin,outdev=out >/dev/null 2>&1 &
     pids+=($!)
 }
 
-start_direct() { # P1 P2 P3 (consecutive)
-    "$work/direct-forward" "$1" &
+start_direct() {
+    "$work/direct-forward" "${direct[@]}" &
     pids+=($!)
 }
 
 # One measurement on a fresh endpoint (QEMU 7.2 loses the first frame after its chardev clients reconnect).
 measure() { # qemu|proxy|direct CONNECTIONS PACKETS PAYLOAD
-    local p1=$base p2=$((base + 1)) p3=$((base + 2))
-    base=$((base + 3))
-    "start_$1" $p1 $p2 $p3
-    wait_port $p3 || { echo "bench-qemu: $1 did not listen on $p3" >&2; cleanup; return 1; }
+    next_endpoint
+    "start_$1"
+    wait_listening "${loadgen[2]}" || { echo "bench-qemu: $1 did not listen on ${loadgen[2]}" >&2; cleanup; return 1; }
     sleep 0.2 # the sockets after the outdev
-    "$bin" loadgen --primary 127.0.0.1:$p1 --secondary 127.0.0.1:$p2 --outdev 127.0.0.1:$p3 \
+    "$bin" loadgen --primary "${loadgen[0]}" --secondary "${loadgen[1]}" --outdev "${loadgen[2]}" \
         --connections "$2" --packets "$3" --payload-size "$4" --batch "$batch" --json | tail -1 || true
     cleanup
 }
@@ -88,7 +119,8 @@ case "$rounds" in '' | *[!0-9]* | 0) echo "bench-qemu: ROUNDS must be a positive
 
 for workload in "64 ${PACKETS_SMALL:-30000} 100" "1 ${PACKETS_LARGE:-300000} 1400"; do
     set -- $workload
-    echo "workload: $1 connections x $2 packets x $3-byte payload, $rounds rounds, load generator batches of $batch"
+    echo "workload: $1 connections x $2 packets x $3-byte payload, $rounds rounds, load generator batches of $batch," \
+        "$transport sockets"
     qs=() cs=() ds=() rs=()
     for round in $(seq "$rounds"); do
         q=$(measure qemu "$@")

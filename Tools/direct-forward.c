@@ -6,6 +6,7 @@
  * machine, so a comparer's rate can be read against the harness's own ceiling.
  *
  *   cc -O2 -o direct-forward Tools/direct-forward.c && ./direct-forward PORT   # listens on PORT, PORT+1, PORT+2
+ *   ./direct-forward --unix DIR     # listens on the Unix sockets DIR/primary, DIR/secondary and DIR/outdev
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 enum { PRIMARY, SECONDARY, OUTDEV, SIDES };
@@ -40,6 +42,28 @@ static int listen_on(int port)
     return fd;
 }
 
+static int listen_unix(const char *directory, const char *name)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un address;
+    if (fd < 0) {
+        perror("direct-forward: socket");
+        exit(1);
+    }
+    memset(&address, 0, sizeof address);
+    address.sun_family = AF_UNIX;
+    if (snprintf(address.sun_path, sizeof address.sun_path, "%s/%s", directory, name) >= (int)sizeof address.sun_path) {
+        fprintf(stderr, "direct-forward: %s/%s is longer than a Unix socket path may be\n", directory, name);
+        exit(2);
+    }
+    unlink(address.sun_path);
+    if (bind(fd, (struct sockaddr *)&address, sizeof address) != 0 || listen(fd, 4) != 0) {
+        fprintf(stderr, "direct-forward: cannot listen on %s: %s\n", address.sun_path, strerror(errno));
+        exit(1);
+    }
+    return fd;
+}
+
 /* Writes all of buf to fd (blocking); 0 when the peer went away. */
 static int write_all(int fd, const char *buf, size_t length)
 {
@@ -59,13 +83,16 @@ int main(int argc, char **argv)
 {
     static char buffer[1 << 16];
     int listeners[SIDES], peers[SIDES] = {-1, -1, -1};
+    static const char *const names[SIDES] = {"primary", "secondary", "outdev"};
+    int unix_sockets = argc == 3 && strcmp(argv[1], "--unix") == 0;
     int base = argc == 2 ? atoi(argv[1]) : 0;
-    if (base <= 0 || base > 65533) {
-        fprintf(stderr, "usage: direct-forward PORT (listens on 127.0.0.1 PORT, PORT+1, PORT+2)\n");
+    if (!unix_sockets && (base <= 0 || base > 65533)) {
+        fprintf(stderr, "usage: direct-forward PORT (listens on 127.0.0.1 PORT, PORT+1, PORT+2)\n"
+                        "       direct-forward --unix DIR (listens on DIR/primary, DIR/secondary, DIR/outdev)\n");
         return 2;
     }
     for (int side = 0; side < SIDES; side++)
-        listeners[side] = listen_on(base + side);
+        listeners[side] = unix_sockets ? listen_unix(argv[2], names[side]) : listen_on(base + side);
     for (;;) {
         struct pollfd fds[SIDES];
         for (int side = 0; side < SIDES; side++) {
@@ -83,7 +110,7 @@ int main(int argc, char **argv)
             if (peers[side] < 0) {
                 int one = 1;
                 peers[side] = accept(listeners[side], NULL, NULL);
-                if (peers[side] >= 0)
+                if (peers[side] >= 0 && !unix_sockets)
                     setsockopt(peers[side], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
                 continue;
             }
