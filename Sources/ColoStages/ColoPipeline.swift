@@ -36,6 +36,8 @@ public final class ColoPipeline {
     @exclusivity(unchecked) public var toSecondary: [PacketRef] = []
     /// Mirror copies that could not be made because the store was full.
     @exclusivity(unchecked) public private(set) var mirrorRefused: UInt64 = 0
+    /// Per store buffer, the `Continuation` of a packet the fragment front end holds.
+    private let continuations: UnsafeMutablePointer<UInt8>
 
     /// Per connection, the latest pure ACK the secondary could not take yet, delivered once it can (see
     /// `ColoPipeline-Hold.swift`).
@@ -64,6 +66,8 @@ public final class ColoPipeline {
         compare: CompareConfiguration = CompareConfiguration()
     ) {
         self.store = store
+        continuations = .allocate(capacity: store.smallCount + store.largeCount)
+        continuations.initialize(repeating: 0, count: store.smallCount + store.largeCount)
         self.tracker = ConnectionTracker(configuration: conntrack)
         self.frontEnd = FragmentAwareTracker(tracker: tracker)
         // A fresh tracker has all its extension words free, so the claim cannot fail.
@@ -81,6 +85,8 @@ public final class ColoPipeline {
         toSecondary.reserveCapacity(256)
     }
 
+    deinit { continuations.deallocate() }
+
     /// A packet from the client: on to the primary, and a rewritten copy to the secondary. After failover the
     /// secondary is the only replica: the packet itself goes there, rewritten.
     public func fromClient(_ ref: PacketRef, now: UInt64) {
@@ -93,24 +99,34 @@ public final class ColoPipeline {
                     paceTowardSecondary(ref, handle: handle, clientDirection: direction)
                 }
             }
-            track(ref, zone: Self.secondaryZone, now: now) { ref in toSecondary.append(ref) }
+            track(ref, zone: Self.secondaryZone, now: now, then: .toSecondary)
             return
         }
-        track(ref, zone: Self.primaryZone, now: now) { ref in
-            toPrimary.append(ref)
-            guard let copy = duplicate(ref) else {
-                mirrorRefused &+= 1
-                return
-            }
-            if rewriterEnabled {
-                rewriter.rewriteTowardSecondary(copy, in: store)
-                // Before tracking: the secondary's zone then sees the ack its TCP will see.
-                if let (handle, direction) = rewriter.lastTowardSecondary {
-                    paceTowardSecondary(copy, handle: handle, clientDirection: direction)
-                }
-            }
-            track(copy, zone: Self.secondaryZone, now: now) { copy in toSecondary.append(copy) }
+        track(ref, zone: Self.primaryZone, now: now, then: .clientToReplicas)
+    }
+
+    /// A client packet, tracked: on to the primary, and a rewritten copy (tracked in the secondary's zone) to
+    /// the secondary. The copy of a fragment whose datagram expired is not tracked again (it would wait out a
+    /// second timeout in the secondary's zone): it goes on with the original's result.
+    private func clientTracked(_ ref: PacketRef, now: UInt64, expired: Bool = false) {
+        toPrimary.append(ref)
+        guard let copy = duplicate(ref) else {
+            mirrorRefused &+= 1
+            return
         }
+        if rewriterEnabled {
+            rewriter.rewriteTowardSecondary(copy, in: store)
+            // Before tracking: the secondary's zone then sees the ack its TCP will see.
+            if let (handle, direction) = rewriter.lastTowardSecondary {
+                paceTowardSecondary(copy, handle: handle, clientDirection: direction)
+            }
+        }
+        if expired {
+            store.metadata(copy).pointee.track = .invalid(.fragmentExpired, zone: Self.secondaryZone)
+            toSecondary.append(copy)
+            return
+        }
+        track(copy, zone: Self.secondaryZone, now: now, then: .toSecondary)
     }
 
     /// A packet the primary sent.
@@ -122,7 +138,7 @@ public final class ColoPipeline {
         if trackWhole(ref, zone: Self.primaryZone, now: now) {
             primaryTracked(ref, now: now)
         } else {
-            track(ref, zone: Self.primaryZone, now: now) { ref in primaryTracked(ref, now: now) }
+            track(ref, zone: Self.primaryZone, now: now, then: .primaryOutput)
         }
     }
 
@@ -131,7 +147,7 @@ public final class ColoPipeline {
         if trackWhole(ref, zone: Self.secondaryZone, now: now) {
             secondaryTracked(ref, now: now)
         } else {
-            track(ref, zone: Self.secondaryZone, now: now) { ref in secondaryTracked(ref, now: now) }
+            track(ref, zone: Self.secondaryZone, now: now, then: .secondaryOutput)
         }
     }
 
@@ -170,7 +186,7 @@ public final class ColoPipeline {
             // A fragment whose datagram never completed: it goes on untracked-invalid, like any bad packet.
             let ref = PacketRef(index: UInt32(truncatingIfNeeded: token))
             store.metadata(ref).pointee.track = result
-            route(ref, now: now)
+            resume(ref, now: now, expired: true)
         }
     }
 
@@ -193,39 +209,48 @@ public final class ColoPipeline {
 
     // MARK: - Internals
 
-    /// Where each packet came from decides where it goes once tracked (fragments come back later).
-    private func route(_ ref: PacketRef, now: UInt64) {
-        switch store.metadata(ref).pointee.source {
-        case .primary:
-            comparer.primary(ref, now: now)
-            drainComparer()
-        case .secondary:
-            comparer.secondary(ref, now: now)
-            drainComparer()
-        case .client:
-            toPrimary.append(ref)
-        case .other:
-            store.release(ref)
+    /// What happens to a packet once it is tracked.
+    enum Continuation: UInt8 {
+        /// Toward the secondary (a client packet's rewritten copy, or after failover the packet itself).
+        case toSecondary
+        /// A client packet: to the primary, and a copy to the secondary (`clientTracked`).
+        case clientToReplicas
+        /// The primary's output, to colo-compare.
+        case primaryOutput
+        /// The secondary's output, rewritten, to colo-compare.
+        case secondaryOutput
+    }
+
+    /// Goes on with a packet the fragment front end held, when its datagram completed or its fragments expired.
+    /// The packet's source does not say where it goes: a client packet's copy toward the secondary has the
+    /// secondary as its source, but is input to the secondary, not its output.
+    private func resume(_ ref: PacketRef, now: UInt64, expired: Bool = false) {
+        switch Continuation(rawValue: continuations[Int(ref.index)]) ?? .toSecondary {
+        case .toSecondary: toSecondary.append(ref)
+        case .clientToReplicas: clientTracked(ref, now: now, expired: expired)
+        case .primaryOutput: primaryTracked(ref, now: now)
+        case .secondaryOutput: secondaryTracked(ref, now: now)
         }
     }
 
-    /// Tracks `ref` (fragments are held until their datagram completes) and continues with every packet whose
-    /// state is known.
-    private func track(_ ref: PacketRef, zone: UInt16, now: UInt64, then next: (PacketRef) -> Void) {
+    /// Tracks `ref` (fragments are held until their datagram completes, or expire) and continues with every
+    /// packet whose state is known.
+    private func track(_ ref: PacketRef, zone: UInt16, now: UInt64, then next: Continuation) {
         let meta = store.metadata(ref)
+        continuations[Int(ref.index)] = next.rawValue
         guard meta.pointee.parsed else {
             meta.pointee.track = .invalid(.malformed, zone: zone)
-            next(ref)
+            resume(ref, now: now)
             return
         }
         if trackWhole(ref, zone: zone, now: now) {
-            next(ref)
+            resume(ref, now: now)
             return
         }
         frontEnd.process(store.packet(ref), zone: zone, now: now, token: UInt64(ref.index)) { token, result in
             let done = PacketRef(index: UInt32(truncatingIfNeeded: token))
             store.metadata(done).pointee.track = result
-            next(done)
+            resume(done, now: now)
         }
     }
 
