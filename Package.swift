@@ -57,8 +57,9 @@ let package = Package(
         // The running proxy: ports, stages and the control socket wired together.
         .target(
             name: "ColoRuntime",
-            dependencies: ["ColoPacket", "ColoCapture", "ColoConntrack", "ColoStages", "ColoPorts", "ColoControl", "ColoNetfilter",
-                "ColoMetrics",
+            dependencies: [
+                "ColoPacket", "ColoCapture", "ColoConntrack", "ColoFragments", "ColoStages", "ColoPorts", "ColoControl",
+                "ColoNetfilter", "ColoMetrics",
             ]
         ),
         // Prometheus metrics: a snapshot the runtime fills, and a small HTTP server that renders it on each scrape.
@@ -127,7 +128,7 @@ let package = Package(
             name: "ColoRuntimeTests",
             dependencies: [
                 "ColoRuntime", "ColoCLI", "ColoStages", "ColoControl", "ColoPacket", "ColoPacketBuilder", "ColoMetrics",
-                "ColoCapture", "ColoTestSupport",
+                "ColoCapture", "ColoConntrack", "ColoFragments", "ColoTestSupport",
             ]
         ),
         .testTarget(name: "ColoMetricsTests", dependencies: ["ColoMetrics", "ColoTestSupport"]),

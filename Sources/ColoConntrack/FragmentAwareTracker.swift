@@ -51,18 +51,21 @@ public final class FragmentAwareTracker {
         }
     }
 
-    /// Expires connections and unfinished datagrams; fragments of expired datagrams are delivered as invalid.
+    /// Expires connections and unfinished datagrams; fragments of expired datagrams are delivered as invalid,
+    /// in the zone they were submitted in.
     public func expire(now: UInt64, budget: Int = 4096, deliver: (UInt64, TrackResult) -> Void) {
         tracker.expire(now: now, budget: budget)
         reassembler.expire(now: now) { tokens in
-            for token in tokens { deliver(token, .invalid(.fragmentExpired, zone: 0)) }
+            let result = TrackResult.invalid(.fragmentExpired, zone: tokens.zone)
+            for token in tokens { deliver(token, result) }
         }
     }
 
     /// Gives up every unfinished datagram (end of a capture, shutdown); its fragments are delivered as invalid.
     public func flush(deliver: (UInt64, TrackResult) -> Void) {
         reassembler.flush { tokens in
-            for token in tokens { deliver(token, .invalid(.fragmentExpired, zone: 0)) }
+            let result = TrackResult.invalid(.fragmentExpired, zone: tokens.zone)
+            for token in tokens { deliver(token, result) }
         }
     }
 

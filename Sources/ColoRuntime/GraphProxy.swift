@@ -1,6 +1,7 @@
 import ColoCapture
 import ColoConntrack
 import ColoControl
+import ColoFragments
 import ColoPacket
 import ColoPorts
 import ColoStages
@@ -23,6 +24,8 @@ public final class GraphProxy: @unchecked Sendable {
         /// packets queued in the comparer than the other, the leading side's port is not read that turn.
         public var leadLimit = 256
         public var conntrack = ColoPipeline.defaultConntrack
+        /// The conntrack stages' fragment front end: its bounds and how long an unfinished datagram is held.
+        public var fragments = FragmentReassembler.Configuration()
         public init() {}
     }
 
@@ -138,7 +141,8 @@ public final class GraphProxy: @unchecked Sendable {
         let tracker = ConnectionTracker(configuration: configuration.conntrack)
         self.store = store
         self.tracker = tracker
-        frontEnd = FragmentAwareTracker(tracker: tracker)
+        frontEnd = FragmentAwareTracker(
+            tracker: tracker, reassembler: FragmentReassembler(configuration: configuration.fragments))
         var rewriters: [Rewriter] = []
         for id in graph.rewriterIDs {
             guard
@@ -510,6 +514,12 @@ public final class GraphProxy: @unchecked Sendable {
                         // Whole datagrams (nearly all) are tracked here and walk on: no hop through the fragment
                         // front end's delivery closure, no recursion.
                         meta.pointee.track = tracker.track(store.packet(ref), zone: zone, now: now)
+                        continue
+                    }
+                    if meta.pointee.track.invalidReason == .fragmentExpired {
+                        // Its datagram already timed out in another zone (a mirror copy made after that zone's
+                        // conntrack): the rest is not coming here either, so it is not held for a second timeout.
+                        meta.pointee.track = .invalid(.fragmentExpired, zone: zone)
                         continue
                     }
                     let packet = store.packet(ref)

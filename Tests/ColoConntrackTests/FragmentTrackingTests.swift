@@ -143,4 +143,31 @@ struct FragmentTrackingTests {
         #expect(got.map(\.state) == expected.map(\.state))
         #expect(batched.count == single.tracker.count)
     }
+
+    @Test("An unfinished datagram's fragments expire, and are flushed, invalid in the zone they were tracked in")
+    func expiredKeepZone() throws {
+        let fragments = Self.fragmentedUDP(from: clientIP, to: serverIP, id: 9, sport: 5000, dport: 53)
+        let tracker = FragmentAwareTracker(tracker: ConnectionTracker())
+        var results: [UInt64: TrackResult] = [:]
+        let deliver: (UInt64, TrackResult) -> Void = { token, result in results[token] = result }
+        let start = 1_000 * second
+        // The first fragment in zone 5, the second in zone 6: two datagrams that never complete.
+        for (token, zone) in [(UInt64(0), UInt16(5)), (1, 6)] {
+            try fragments[Int(token)].withUnsafeBytes { raw in
+                let packet = try Packet(raw, linkType: .rawIP)
+                tracker.process(packet, zone: zone, now: start, token: token, deliver: deliver)
+            }
+        }
+        #expect(results.isEmpty, "held while the datagrams may still complete")
+        tracker.expire(now: start + 16 * second, deliver: deliver)
+        #expect(results[0] == .invalid(.fragmentExpired, zone: 5))
+        #expect(results[1] == .invalid(.fragmentExpired, zone: 6))
+
+        results = [:]
+        try fragments[0].withUnsafeBytes { raw in
+            tracker.process(try Packet(raw, linkType: .rawIP), zone: 7, now: start, token: 2, deliver: deliver)
+        }
+        tracker.flush(deliver: deliver)
+        #expect(results == [2: .invalid(.fragmentExpired, zone: 7)])
+    }
 }
