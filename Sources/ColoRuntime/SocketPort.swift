@@ -307,7 +307,7 @@ public final class SocketPort: FramePort {
     // MARK: - Connections
 
     private func listen() throws(SocketPortError) {
-        let where_ = SocketAddress.describe(spec.endpoint)
+        let endpointText = SocketAddress.describe(spec.endpoint)
         let fd = socket(
             address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
             0)
@@ -324,7 +324,7 @@ public final class SocketPort: FramePort {
         guard bound == 0, Glibc.listen(fd, 8) == 0 else {
             let code = errno
             Glibc.close(fd)
-            throw SocketPortError("port \(id): cannot listen on \(where_): \(errnoText(code))")
+            throw SocketPortError("port \(id): cannot listen on \(endpointText): \(errnoText(code))")
         }
         if address.unixPath == nil {
             var local = sockaddr_storage()
