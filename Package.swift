@@ -94,7 +94,9 @@ let package = Package(
         .testTarget(name: "ColoFragmentsTests", dependencies: ["ColoFragments", "ColoPacket", "ColoPacketBuilder"]),
         .testTarget(
             name: "ColoConntrackTests",
-            dependencies: ["ColoConntrack", "ColoFragments", "ColoPacket", "ColoPacketBuilder", "ColoCapture", "ColoCLI"]
+            dependencies: [
+                "ColoConntrack", "ColoFragments", "ColoPacket", "ColoPacketBuilder", "ColoCapture", "ColoCLI",
+            ]
         ),
         // Helpers shared by the test targets that run real programs (commands with a clean signal state, root check).
         .target(name: "ColoTestSupport", dependencies: ["ColoLab"], path: "Tests/ColoTestSupport"),
@@ -113,7 +115,8 @@ let package = Package(
         .testTarget(
             name: "ColoCLITests",
             dependencies: [
-                "ColoCLI", "ColoStages", "ColoCapture", "ColoControl", "ColoTestSupport", "ColoPacket", "ColoPacketBuilder",
+                "ColoCLI", "ColoStages", "ColoCapture", "ColoControl", "ColoTestSupport", "ColoPacket",
+                "ColoPacketBuilder",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -132,7 +135,12 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ColoMetricsTests", dependencies: ["ColoMetrics", "ColoTestSupport"]),
-        .testTarget(name: "InteropTests", dependencies: ["ColoRuntime", "ColoPorts", "ColoStages", "ColoCLI", "ColoTestSupport", "ColoPacket", "ColoPacketBuilder"]),
+        .testTarget(
+            name: "InteropTests",
+            dependencies: [
+                "ColoRuntime", "ColoPorts", "ColoStages", "ColoCLI", "ColoTestSupport", "ColoPacket",
+                "ColoPacketBuilder",
+            ]),
         .testTarget(name: "ColoNetfilterTests", dependencies: ["ColoNetfilter", "ColoTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

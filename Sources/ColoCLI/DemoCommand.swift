@@ -92,9 +92,10 @@ public struct DemoCommand: ParsableCommand {
 public func writeOut(_ text: String) {
     var text = text
     text.withUTF8 { bytes in
+        guard let base = bytes.baseAddress else { return }
         var done = 0
         while done < bytes.count {
-            let written = write(1, bytes.baseAddress! + done, bytes.count - done)
+            let written = write(1, base + done, bytes.count - done)
             if written <= 0 { return }
             done += written
         }

@@ -295,9 +295,10 @@ public enum LoadgenRun {
 
     static func writeAll(_ fd: Int32, _ bytes: [UInt8], from: Int, to end: Int) {
         bytes.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress else { return }
             var offset = from
             while offset < end {
-                let n = write(fd, raw.baseAddress! + offset, end - offset)
+                let n = write(fd, base + offset, end - offset)
                 if n > 0 {
                     offset += n
                 } else if n < 0 && errno == EINTR {

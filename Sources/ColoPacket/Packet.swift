@@ -18,7 +18,9 @@ public struct Packet {
         self.layout = layout
     }
 
-    @inlinable public var ethernet: EthernetHeader? { layout.linkType == .ethernet ? EthernetHeader(bytes.slice(0, 14)) : nil }
+    @inlinable public var ethernet: EthernetHeader? {
+        layout.linkType == .ethernet ? EthernetHeader(bytes.slice(0, 14)) : nil
+    }
     @inlinable public var arp: ARPHeader? { layout.network == .arp ? ARPHeader(networkBytes) : nil }
     @inlinable public var ipv4: IPv4Header? { layout.network == .ipv4 ? IPv4Header(networkBytes) : nil }
     @inlinable public var ipv6: IPv6Header? { layout.network == .ipv6 ? IPv6Header(networkBytes) : nil }

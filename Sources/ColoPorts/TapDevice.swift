@@ -176,8 +176,9 @@ public final class TapDevice {
             vectors[n] = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
             vectors[n + 1] = iovec(iov_base: spill.baseAddress, iov_len: spill.count)
             let read: Int?
+            guard let base = vectors.baseAddress else { return nil }  // a 3-element allocation: never nil
             do throws(TapSystemCall.Errno) {
-                read = try TapSystemCall.readVector(fileDescriptor, vectors.baseAddress!, count: Int32(n + 2))
+                read = try TapSystemCall.readVector(fileDescriptor, base, count: Int32(n + 2))
             } catch {
                 counters.errors &+= 1
                 throw failure("read", error.code, hint: transferHint(error.code, writing: false))
@@ -204,8 +205,9 @@ public final class TapDevice {
                 n += 1
             }
             vectors[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: frame.baseAddress), iov_len: frame.count)
+            guard let base = vectors.baseAddress else { return false }  // a 2-element allocation: never nil
             do throws(TapSystemCall.Errno) {
-                guard try TapSystemCall.writeVector(fileDescriptor, vectors.baseAddress!, count: Int32(n + 1)) != nil
+                guard try TapSystemCall.writeVector(fileDescriptor, base, count: Int32(n + 1)) != nil
                 else {
                     counters.writeWouldBlock &+= 1
                     return false

@@ -159,11 +159,16 @@ public final class TapProxy: @unchecked Sendable {
                     store.release(small)
                     continue
                 }
-                let target = store.buffer(large)
-                target.baseAddress!.copyMemory(
-                    from: store.buffer(small).baseAddress!, byteCount: PacketStore.smallSize)
-                (target.baseAddress! + PacketStore.smallSize).copyMemory(
-                    from: spill.baseAddress!, byteCount: length - PacketStore.smallSize)
+                // Store buffers and the spill area are never empty, so their base addresses exist.
+                guard let target = store.buffer(large).baseAddress, let head = store.buffer(small).baseAddress,
+                    let tail = spill.baseAddress
+                else {
+                    store.release(large)
+                    store.release(small)
+                    continue
+                }
+                target.copyMemory(from: head, byteCount: PacketStore.smallSize)
+                (target + PacketStore.smallSize).copyMemory(from: tail, byteCount: length - PacketStore.smallSize)
                 store.release(small)
                 ref = large
                 counters.largeFramesIn &+= 1

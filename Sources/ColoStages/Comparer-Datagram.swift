@@ -42,16 +42,21 @@ extension Comparer {
         }
     }
 
+    /// Equal length and equal bytes (two empty ranges are equal, whatever their addresses).
+    @inline(__always)
+    static func sameBytes(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+        guard a.count == b.count else { return false }
+        guard a.count > 0 else { return true }
+        guard let pa = a.baseAddress, let pb = b.baseAddress else { return false }
+        return memcmp(pa, pb, a.count) == 0
+    }
+
     func findEqual(to ref: PacketRef, in queue: PacketQueue, slot: Int) -> PacketRef? {
         let wanted = comparedBytes(ref, kind: connections[slot].kind)
         var current = queue.head
         while !current.isNone {
             let candidate = comparedBytes(current, kind: connections[slot].kind)
-            if candidate.count == wanted.count,
-                candidate.count == 0 || memcmp(candidate.baseAddress!, wanted.baseAddress!, wanted.count) == 0
-            {
-                return current
-            }
+            if Self.sameBytes(candidate, wanted) { return current }
             current = store.next(current)
         }
         return nil

@@ -58,7 +58,8 @@ struct ReplayCommandTests {
         settings.divergencePcap = path
         try ReplayCommand.replay(
             primary: Self.samples + "/diverge/primary.pcap", secondary: Self.samples + "/diverge/secondary.pcap",
-            client: nil, settings: settings) { _ in }
+            client: nil, settings: settings
+        ) { _ in }
         let records = try CaptureReader.readAll(path: path)
         #expect(records.count == 2, "the primary's and the secondary's segment")
     }
@@ -66,11 +67,13 @@ struct ReplayCommandTests {
     @Test("The command's exit status: 0 identical, 1 diverging, 2 bad input with one line")
     func exitStatus() throws {
         let identical = try ReplayCommand.parse([
-            "--primary", Self.samples + "/identical/primary.pcap", "--secondary", Self.samples + "/identical/secondary.pcap",
+            "--primary", Self.samples + "/identical/primary.pcap", "--secondary",
+            Self.samples + "/identical/secondary.pcap",
         ])
         #expect(throws: Never.self) { try identical.run() }
         let diverging = try ReplayCommand.parse([
-            "--primary", Self.samples + "/diverge/primary.pcap", "--secondary", Self.samples + "/diverge/secondary.pcap",
+            "--primary", Self.samples + "/diverge/primary.pcap", "--secondary",
+            Self.samples + "/diverge/secondary.pcap",
         ])
         #expect { try diverging.run() } throws: { ($0 as? ExitCode) == ExitCode(1) }
         // A truncated capture and a file that is not a capture at all.
@@ -79,7 +82,9 @@ struct ReplayCommandTests {
         try original.prefix(original.count - 100).write(to: truncated)
         defer { try? FileManager.default.removeItem(at: truncated) }
         for bad in [truncated.path, #filePath] {
-            let command = try ReplayCommand.parse(["--primary", bad, "--secondary", Self.samples + "/identical/secondary.pcap"])
+            let command = try ReplayCommand.parse([
+                "--primary", bad, "--secondary", Self.samples + "/identical/secondary.pcap",
+            ])
             #expect { try command.run() } throws: { ($0 as? ExitCode) == ExitCode(2) }
         }
     }

@@ -70,7 +70,8 @@ import Testing
                         IPv6Spec(),
                         .icmp(
                             .neighborSolicitation(
-                                target: IPv6Address("fd00:c010::2")!, sourceMAC: MACAddress(0x52, 0x54, 0, 0, 0, 1)))))
+                                target: IPv6Address(high: 0xFD00_C010_0000_0000, low: 2),
+                                sourceMAC: MACAddress(0x52, 0x54, 0, 0, 0, 1)))))
             ))
         list.append(
             (

@@ -55,8 +55,8 @@ struct Conversation {
     var v6 = false
     var client4 = IPv4Address(10, 10, 0, 1)
     var server4 = IPv4Address(10, 10, 0, 2)
-    var client6 = IPv6Address("fd00:c010::1")!
-    var server6 = IPv6Address("fd00:c010::2")!
+    var client6 = IPv6Address(high: 0xFD00_C010_0000_0000, low: 1)  // fd00:c010::1
+    var server6 = IPv6Address(high: 0xFD00_C010_0000_0000, low: 2)  // fd00:c010::2
     var window: UInt16 = 64240
 
     init(v6: Bool = false) {

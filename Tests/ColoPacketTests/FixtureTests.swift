@@ -112,13 +112,16 @@ struct FixtureTests {
                         UInt64(tcp.destinationPort) == Self.number(row.outer("tcp.dstport")),
                         "\(location): TCP destination port")
                     #expect(UInt64(tcp.sequenceNumber) == Self.number(row.outer("tcp.seq_raw")), "\(location): seq")
-                    #expect(UInt64(tcp.acknowledgmentNumber) == Self.number(row.outer("tcp.ack_raw")), "\(location): ack")
+                    #expect(
+                        UInt64(tcp.acknowledgmentNumber) == Self.number(row.outer("tcp.ack_raw")), "\(location): ack")
                     #expect(
                         UInt64(tcp.flags.rawValue) == Self.number(row.outer("tcp.flags")).map { $0 & 0xFF },
                         "\(location): flags")
                     #expect(
-                        UInt64(tcp.payload.count) == Self.number(row.outer("tcp.len")), "\(location): TCP payload length")
-                    #expect(UInt64(tcp.window) == Self.number(row.outer("tcp.window_size_value")), "\(location): window")
+                        UInt64(tcp.payload.count) == Self.number(row.outer("tcp.len")),
+                        "\(location): TCP payload length")
+                    #expect(
+                        UInt64(tcp.window) == Self.number(row.outer("tcp.window_size_value")), "\(location): window")
                     #expect(
                         tcp.maximumSegmentSize.map(UInt64.init) == Self.number(row.outer("tcp.options.mss_val")),
                         "\(location): MSS")
@@ -150,7 +153,8 @@ struct FixtureTests {
                         let quoted = try icmp.embeddedPacket()
                         #expect(quoted.ipv4?.source.description == row.inner("ip.src"), "\(location): quoted source")
                         #expect(
-                            UInt64(quoted.sourcePort) == Self.number(row.inner("udp.srcport")), "\(location): quoted port"
+                            UInt64(quoted.sourcePort) == Self.number(row.inner("udp.srcport")),
+                            "\(location): quoted port"
                         )
                         #expect(
                             UInt64(quoted.destinationPort) == Self.number(row.inner("udp.dstport")),

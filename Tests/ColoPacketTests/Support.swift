@@ -30,8 +30,8 @@ let clientMAC = MACAddress(0x52, 0x54, 0, 0, 0, 1)
 let replicaMAC = MACAddress(0x52, 0x54, 0, 0, 0, 2)
 let client4 = IPv4Address(10, 10, 0, 1)
 let replica4 = IPv4Address(10, 10, 0, 2)
-let client6 = IPv6Address("fd00:c010::1")!
-let replica6 = IPv6Address("fd00:c010::2")!
+let client6 = IPv6Address(high: 0xFD00_C010_0000_0000, low: 1)  // fd00:c010::1
+let replica6 = IPv6Address(high: 0xFD00_C010_0000_0000, low: 2)  // fd00:c010::2
 
 /// Reads every field of every header the packet has, so that a wrong layout traps in a debug build.
 func touchEverything(_ packet: Packet) {

@@ -122,8 +122,10 @@ struct CompareTests {
     func udp() {
         let h = PipelineHarness()
         func datagram(_ payload: [UInt8], from: IPv4Address = IPv4Address(10, 10, 0, 2)) -> [UInt8] {
-            PacketBuilder.build(.ipv4(IPv4Spec(source: from, destination: IPv4Address(10, 10, 0, 1)),
-                .udp(UDPSpec(sourcePort: 53, destinationPort: 5000, payload: payload))))
+            PacketBuilder.build(
+                .ipv4(
+                    IPv4Spec(source: from, destination: IPv4Address(10, 10, 0, 1)),
+                    .udp(UDPSpec(sourcePort: 53, destinationPort: 5000, payload: payload))))
         }
         h.fromPrimary(datagram([1, 2, 3]))
         h.fromSecondary(datagram([1, 2, 3]))
@@ -142,8 +144,10 @@ struct CompareTests {
     @Test("ICMP echo replies compared")
     func icmpEcho() {
         let h = PipelineHarness()
-        let reply = PacketBuilder.build(.ipv4(IPv4Spec(source: IPv4Address(10, 10, 0, 2), destination: IPv4Address(10, 10, 0, 1)),
-            .icmp(.echo(type: 0, identifier: 7, sequence: 1, payload: bytes(56)))))
+        let reply = PacketBuilder.build(
+            .ipv4(
+                IPv4Spec(source: IPv4Address(10, 10, 0, 2), destination: IPv4Address(10, 10, 0, 1)),
+                .icmp(.echo(type: 0, identifier: 7, sequence: 1, payload: bytes(56)))))
         h.fromPrimary(reply)
         #expect(h.client.isEmpty)
         h.fromSecondary(reply)
@@ -153,9 +157,12 @@ struct CompareTests {
     @Test("ARP compared as whole frames after the MAC addresses")
     func arp() {
         let h = PipelineHarness()
-        let reply = PacketBuilder.build(.arp(ARPSpec(operation: 2, senderMAC: MACAddress(0x52, 0x54, 0, 0, 0, 2),
-            senderIP: IPv4Address(10, 10, 0, 2), targetMAC: MACAddress(0x52, 0x54, 0, 0, 0, 1),
-            targetIP: IPv4Address(10, 10, 0, 1))))
+        let reply = PacketBuilder.build(
+            .arp(
+                ARPSpec(
+                    operation: 2, senderMAC: MACAddress(0x52, 0x54, 0, 0, 0, 2),
+                    senderIP: IPv4Address(10, 10, 0, 2), targetMAC: MACAddress(0x52, 0x54, 0, 0, 0, 1),
+                    targetIP: IPv4Address(10, 10, 0, 1))))
         h.fromPrimary(reply)
         h.fromSecondary(reply)
         #expect(h.client == [reply] && h.events.isEmpty)
@@ -184,7 +191,8 @@ struct CompareTests {
             var ip = IPv4Spec(source: IPv4Address(10, 10, 0, 2), destination: IPv4Address(10, 10, 0, 1))
             ip.dontFragment = false
             ip.identification = id
-            let datagram = PacketBuilder.ipv4(ip, .udp(UDPSpec(sourcePort: 53, destinationPort: 5000, payload: bytes(3000))))
+            let datagram = PacketBuilder.ipv4(
+                ip, .udp(UDPSpec(sourcePort: 53, destinationPort: 5000, payload: bytes(3000))))
             return PacketBuilder.fragmentIPv4(datagram, maxPayload: 1480).map {
                 PacketBuilder.build(.other(etherType: EtherType.ipv4, bytes: $0))
             }

@@ -147,14 +147,17 @@ struct ReplicaConversation {
 }
 
 /// Parsed view of an output frame.
-func parsed(_ frame: [UInt8], linkType: LinkType = .ethernet) -> (layout: PacketLayout, seq: UInt32, ack: UInt32,
-    flags: TCPFlags, payload: [UInt8], checksumValid: Bool, sack: [SACKEdge])?
-{
+func parsed(_ frame: [UInt8], linkType: LinkType = .ethernet) -> (
+    layout: PacketLayout, seq: UInt32, ack: UInt32,
+    flags: TCPFlags, payload: [UInt8], checksumValid: Bool, sack: [SACKEdge]
+)? {
     frame.withUnsafeBytes { raw in
         guard let packet = try? Packet(raw, linkType: linkType), let tcp = packet.tcp else { return nil }
         let sack = tcp.sackBlocks.map { blocks in blocks.map { SACKEdge(left: $0.left, right: $0.right) } } ?? []
-        return (packet.layout, tcp.sequenceNumber, tcp.acknowledgmentNumber, tcp.flags, Array(tcp.payload),
-            packet.transportChecksumStatus == .valid, sack)
+        return (
+            packet.layout, tcp.sequenceNumber, tcp.acknowledgmentNumber, tcp.flags, Array(tcp.payload),
+            packet.transportChecksumStatus == .valid, sack
+        )
     }
 }
 

@@ -201,8 +201,10 @@ final class OpenResult: @unchecked Sendable {
     func wait() throws -> GraphProxy {
         condition.lock()
         defer { condition.unlock() }
-        while result == nil { condition.wait() }
-        return try result!.get()
+        while true {
+            if let result { return try result.get() }
+            condition.wait()
+        }
     }
 }
 
