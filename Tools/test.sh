@@ -18,7 +18,7 @@ fi
 # swift-format, when this toolchain has one.
 if command -v swift-format >/dev/null 2>&1; then
     echo "test.sh: swift-format lint"
-    swift-format lint --strict -r Sources Tests Package.swift
+    swift-format lint --strict -r Sources Tests Package.swift Benchmarks/Benchmarks Benchmarks/Package.swift
 else
     echo "test.sh: no swift-format with this toolchain: format not checked" >&2
 fi

@@ -172,8 +172,7 @@ func trackInBatches(_ tracker: ConnectionTracker, template: FlowFactory, count: 
                 } catch {
                     sink &+= 1
                 }
-                (packets.baseAddress! + slot).initialize(
-                    to: Packet(bytes: UnsafeRawBufferPointer(frame), layout: layout))
+                packets.initializeElement(at: slot, to: Packet(bytes: UnsafeRawBufferPointer(frame), layout: layout))
             }
             tracker.track(batch: UnsafeBufferPointer(rebasing: packets[0..<n]), now: 2, results: results)
             for slot in 0..<n { consume(results[slot]) }

@@ -1,8 +1,8 @@
 import ColoConntrack
 import ColoPacket
 import ColoPacketBuilder
-import StagesSupport
 import Glibc
+import StagesSupport
 
 // Usage: ConntrackProfile [same|commit|layout] [seconds]. Tracks one established flow over and over (or commits new
 // SYNs) for the given time and prints ns per packet; run it under `perf record -e cpu-clock`.
@@ -34,7 +34,8 @@ if mode == "stages" {
     }
     let elapsed = clock.now - start
     let ns = Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9
-    print("stages \(payload)-byte: \(pairs) pairs, \(ns / Double(pairs)) ns/pair, events \(generator.pipeline.comparer.events.count)")
+    let events = generator.pipeline.comparer.events.count
+    print("stages \(payload)-byte: \(pairs) pairs, \(ns / Double(pairs)) ns/pair, events \(events)")
     exit(0)
 }
 
@@ -54,12 +55,20 @@ let data = PacketBuilder.tcp4(
         sourcePort: 1024, destinationPort: 80, sequenceNumber: 1001, acknowledgmentNumber: 5001, flags: [.ack, .psh],
         payload: [UInt8](repeating: 0x61, count: 100)), ip: client)
 
+/// The frames here are built by PacketBuilder and always parse; if one did not, the profile would be meaningless.
+func parsed(_ raw: UnsafeRawBufferPointer) -> Packet {
+    do { return try Packet(raw, linkType: .ethernet) } catch {
+        print("ConntrackProfile: a built frame did not parse: \(error)")
+        exit(1)
+    }
+}
+
 var configuration = ConntrackConfiguration()
 configuration.maxConnections = 2_000_000
 let tracker = ConnectionTracker(configuration: configuration)
 var sink = 0
 for frame in [syn, synAck, ack] {
-    frame.withUnsafeBytes { sink &+= Int(tracker.track(try! Packet($0, linkType: .ethernet), now: 1).state.rawValue) }
+    frame.withUnsafeBytes { sink &+= Int(tracker.track(parsed($0), now: 1).state.rawValue) }
 }
 if mode == "commit" {
     var c2 = ConntrackConfiguration()
@@ -67,7 +76,7 @@ if mode == "commit" {
     c2.initialCapacity = 20_000_000
     let fresh = ConnectionTracker(configuration: c2)
     var frame = syn
-    let layout = try! syn.withUnsafeBytes { try PacketParser.parse($0, linkType: .ethernet) }
+    let layout = syn.withUnsafeBytes { parsed($0).layout }
     let clock = ContinuousClock()
     let start = clock.now
     var n = 0
@@ -96,7 +105,7 @@ let start = clock.now
 var packets = 0
 let deadline = start.advanced(by: .milliseconds(Int(seconds * 1000)))
 data.withUnsafeBytes { raw in
-    let packet = try! Packet(raw, linkType: .ethernet)
+    let packet = parsed(raw)
     while clock.now < deadline {
         for _ in 0..<100_000 {
             sink &+= Int(tracker.track(packet, now: 2).state.rawValue)
