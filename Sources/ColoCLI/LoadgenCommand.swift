@@ -145,15 +145,22 @@ public enum LoadgenTraffic {
         return frames
     }
 
-    /// The frames framed back to back (no vnet header).
-    public static func encode(_ frames: [[UInt8]]) throws -> [UInt8] {
-        let encoder = ChardevFrameEncoder()
+    /// The frames framed back to back: without a V field, or, given `vnetHeaders` (one per frame, possibly empty),
+    /// with vnet_hdr_support's V field and those headers.
+    public static func encode(_ frames: [[UInt8]], vnetHeaders: [[UInt8]]? = nil) throws -> [UInt8] {
+        if let vnetHeaders, vnetHeaders.count != frames.count {
+            throw LoadgenError("\(vnetHeaders.count) vnet headers for \(frames.count) frames")
+        }
+        let encoder = ChardevFrameEncoder(framing: ChardevFraming(vnetHeaderSupport: vnetHeaders != nil))
         var out: [UInt8] = []
-        out.reserveCapacity(frames.reduce(0) { $0 + $1.count + 4 })
+        out.reserveCapacity(frames.reduce(0) { $0 + $1.count + 8 })
         var failure: String?
-        for frame in frames where failure == nil {
+        for (index, frame) in frames.enumerated() where failure == nil {
+            let header = vnetHeaders?[index] ?? []
             frame.withUnsafeBytes { raw in
-                do { try encoder.append(ethernet: raw, to: &out) } catch { failure = "\(error)" }
+                header.withUnsafeBytes { vnet in
+                    do { try encoder.append(vnetHeader: vnet, ethernet: raw, to: &out) } catch { failure = "\(error)" }
+                }
             }
         }
         if let failure { throw LoadgenError("cannot frame a packet: \(failure)") }
@@ -169,12 +176,15 @@ public enum LoadgenRun {
         /// From the first byte written to the last frame released.
         public var seconds: Double
         public var frames: [[UInt8]]
+        /// With `keepFrames`, each released frame's vnet header (empty without one, or with no V field).
+        public var vnetHeaders: [[UInt8]]
     }
 
     public static func run(
         primary: LoadgenEndpoint, secondary: LoadgenEndpoint, outdev: LoadgenEndpoint, primaryStream: [UInt8],
         secondaryStream: [UInt8], expected: Int, idleTimeout: Double, keepFrames: Bool,
-        primaryDelay: Double = 0, secondaryDelay: Double = 0, interleave: Int = 0
+        primaryDelay: Double = 0, secondaryDelay: Double = 0, interleave: Int = 0,
+        outdevFraming: ChardevFraming = ChardevFraming()
     ) throws -> Result {
         let outFD = try outdev.connect()
         defer { close(outFD) }
@@ -211,17 +221,20 @@ public enum LoadgenRun {
         }
         _ = writers
 
-        var decoder = ChardevFrameDecoder()
+        var decoder = ChardevFrameDecoder(framing: outdevFraming)
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         var released = 0
         var frames: [[UInt8]] = []
+        var headers: [[UInt8]] = []
         var lastFrame = start
         var lastProgress = Date()
         while released < expected {
             let n = buffer.withUnsafeMutableBytes { read(outFD, $0.baseAddress, $0.count) }
             if n > 0 {
                 let (count, failure) = buffer.withUnsafeBytes { raw in
-                    feed(&decoder, UnsafeRawBufferPointer(rebasing: raw[0..<n]), keepFrames: keepFrames, into: &frames)
+                    feed(
+                        &decoder, UnsafeRawBufferPointer(rebasing: raw[0..<n]), keepFrames: keepFrames, into: &frames,
+                        headers: &headers)
                 }
                 if let failure { throw LoadgenError("outdev stream: \(failure)") }
                 if count > 0 {
@@ -236,18 +249,22 @@ public enum LoadgenRun {
             }
             if Date().timeIntervalSince(lastProgress) > idleTimeout { break }
         }
-        return Result(released: released, seconds: lastFrame.timeIntervalSince(start), frames: frames)
+        return Result(
+            released: released, seconds: lastFrame.timeIntervalSince(start), frames: frames, vnetHeaders: headers)
     }
 
     static func feed(
         _ decoder: inout ChardevFrameDecoder, _ bytes: UnsafeRawBufferPointer, keepFrames: Bool,
-        into frames: inout [[UInt8]]
+        into frames: inout [[UInt8]], headers: inout [[UInt8]]
     ) -> (Int, ChardevError?) {
         var count = 0
         do {
             try decoder.feed(bytes) { (frame: ChardevFrame) throws(ChardevError) -> Void in
                 count += 1
-                if keepFrames { frames.append(Array(frame.ethernet)) }
+                if keepFrames {
+                    frames.append(Array(frame.ethernet))
+                    headers.append(Array(frame.vnetHeader))
+                }
             }
         } catch {
             return (count, error)

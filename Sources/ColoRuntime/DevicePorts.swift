@@ -13,8 +13,8 @@ public final class DevicePort: FramePort {
     public let device: TapDevice
     public private(set) var portCounters = PortCounters()
     private var closed = false
-    /// For frames that need another virtio-net header in front; grown once, to the largest frame.
-    private var scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: 16)
+    /// The header written in front of every frame sent (when the device has one): zeros, no offloads.
+    private let zeroHeader: UnsafeMutableRawPointer
     /// Where a read puts the virtio-net header it splits off (its contents are not carried on this path).
     private let headerScratch: UnsafeMutableRawPointer
 
@@ -22,6 +22,8 @@ public final class DevicePort: FramePort {
         self.id = id
         self.device = device
         headerScratch = .allocate(byteCount: max(16, device.vnetHeaderLength), alignment: 16)
+        zeroHeader = .allocate(byteCount: max(16, device.vnetHeaderLength), alignment: 16)
+        zeroHeader.initializeMemory(as: UInt8.self, repeating: 0, count: max(16, device.vnetHeaderLength))
     }
 
     public var linkType: LinkType { device.mode.linkType }
@@ -73,17 +75,14 @@ public final class DevicePort: FramePort {
         return delivered
     }
 
-    public func send(_ frame: UnsafeRawBufferPointer, vnetHeaderLength: Int) -> Bool {
-        guard !closed, frame.count >= vnetHeaderLength else {
+    /// The frame goes out behind an all-zero virtio-net header of the device's length ("no offloads"), or none:
+    /// this path opens devices without offloads, and a header from a chardev peer describes another device's.
+    public func send(_ frame: UnsafeRawBufferPointer, vnetHeader: UnsafeRawBufferPointer) -> Bool {
+        guard !closed else {
             portCounters.sendRefused &+= 1
             return false
         }
-        let sent: Bool
-        if vnetHeaderLength == device.vnetHeaderLength {
-            sent = (try? device.write(frame)) ?? false
-        } else {
-            sent = sendReframed(frame, vnetHeaderLength: vnetHeaderLength)
-        }
+        let sent = (try? device.writeFrame(header: zeroHeader, frame)) ?? false
         if sent {
             portCounters.framesOut &+= 1
             portCounters.bytesOut &+= UInt64(frame.count)
@@ -95,29 +94,13 @@ public final class DevicePort: FramePort {
 
     public func service(now: UInt64) {}
 
-    /// A frame whose virtio-net header differs from the device's (from a port with another vnet_hdr setting): the
-    /// frame itself goes out behind an all-zero header of the device's length ("no offloads"), or none.
-    private func sendReframed(_ frame: UnsafeRawBufferPointer, vnetHeaderLength: Int) -> Bool {
-        let body = UnsafeRawBufferPointer(rebasing: frame[vnetHeaderLength...])
-        if device.vnetHeaderLength == 0 { return (try? device.write(body)) ?? false }
-        let total = device.vnetHeaderLength + body.count
-        if scratch.count < total {
-            scratch.deallocate()
-            scratch = .allocate(byteCount: max(total, 70_000), alignment: 16)
-        }
-        let header = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<device.vnetHeaderLength])
-        header.initializeMemory(as: UInt8.self, repeating: 0)
-        UnsafeMutableRawBufferPointer(rebasing: scratch[device.vnetHeaderLength..<total]).copyMemory(from: body)
-        return (try? device.write(UnsafeRawBufferPointer(rebasing: scratch[0..<total]))) ?? false
-    }
-
     public func close() {
         closed = true
         device.close()
     }
 
     deinit {
-        scratch.deallocate()
+        zeroHeader.deallocate()
         headerScratch.deallocate()
     }
 }
@@ -191,12 +174,13 @@ public final class PcapPort: FramePort {
         return delivered
     }
 
-    public func send(_ frame: UnsafeRawBufferPointer, vnetHeaderLength: Int) -> Bool {
-        guard let writer, frame.count >= vnetHeaderLength else {
+    /// A capture records the frame only (pcap has no place for a virtio-net header).
+    public func send(_ frame: UnsafeRawBufferPointer, vnetHeader: UnsafeRawBufferPointer) -> Bool {
+        guard let writer else {
             portCounters.sendRefused &+= 1
             return false
         }
-        let bytes = UnsafeRawBufferPointer(rebasing: frame[vnetHeaderLength...])
+        let bytes = frame
         do throws(CaptureError) {
             try writer.write(bytes: bytes, timestampNanoseconds: wallClockNanoseconds())
         } catch {

@@ -41,12 +41,13 @@ public protocol FramePort: AnyObject {
     /// events wanted (`POLLIN`, plus `POLLOUT` while the port has output waiting).
     func appendPollDescriptors(to descriptors: inout [pollfd])
     /// Reads up to `limit` frames straight into store buffers and hands each to `deliver` with `length`,
-    /// `linkType`, `receivedAt` and `vnetHeaderLength` set and the frame parsed (`store.reparse`). Returns the number
-    /// of frames delivered; never blocks.
+    /// `linkType`, `receivedAt` and the virtio-net header it came with (`store.setVnetHeader`; none by default) set
+    /// and the frame parsed (`store.reparse`). Returns the number of frames delivered; never blocks.
     func receive(into store: PacketStore, limit: Int, now: UInt64, deliver: (PacketRef) -> Void) -> Int
-    /// Sends one frame (bytes as stored: `vnetHeaderLength` bytes of virtio-net header, then the frame). Returns
-    /// false, counted in `sendRefused`, when the port cannot take it now; never blocks.
-    func send(_ frame: UnsafeRawBufferPointer, vnetHeaderLength: Int) -> Bool
+    /// Sends one frame, with the virtio-net header it arrived with (empty: none) for a port whose framing carries
+    /// one; a port that carries none, or its own, ignores it. Returns false, counted in `sendRefused`, when the port
+    /// cannot take it now; never blocks.
+    func send(_ frame: UnsafeRawBufferPointer, vnetHeader: UnsafeRawBufferPointer) -> Bool
     /// Timers and deferred work: accepting, reconnecting, flushing buffered output. Called on every loop turn.
     func service(now: UInt64)
     var portCounters: PortCounters { get }
@@ -61,6 +62,11 @@ public protocol FramePort: AnyObject {
 }
 
 extension FramePort {
+    /// Sends a frame that came without a virtio-net header.
+    public func send(_ frame: UnsafeRawBufferPointer) -> Bool {
+        send(frame, vnetHeader: UnsafeRawBufferPointer(start: nil, count: 0))
+    }
+
     public var holdsVerdicts: Bool { false }
     public func settle(_ ref: PacketRef, accept: Bool) {}
 }

@@ -581,7 +581,9 @@ public final class GraphProxy: @unchecked Sendable {
             // Fields read in place: a copy of the whole metadata was a 272-byte memcpy per frame sent.
             let meta = store.metadata(ref)
             var bytes = store.frame(ref)
-            var vnetHeaderLength = meta.pointee.vnetHeaderLength
+            // The virtio-net header it arrived with goes on with it (to a port whose framing carries one).
+            var header = UnsafeRawBufferPointer(start: nil, count: 0)
+            if meta.pointee.vnetHeaderLength > 0 { header = store.vnetHeader(ref) }
             var sendable = true
             if meta.pointee.linkType != portLinkTypes[port] {
                 // Ethernet toward a raw-IP port: the IP packet goes. Raw IP toward an Ethernet port gets the
@@ -590,20 +592,18 @@ public final class GraphProxy: @unchecked Sendable {
                 let network = meta.pointee.layout.network
                 let isIP = meta.pointee.parsed && (network == .ipv4 || network == .ipv6)
                 if portLinkTypes[port] == .rawIP, isIP {
-                    bytes = UnsafeRawBufferPointer(
-                        rebasing: bytes[(vnetHeaderLength + meta.pointee.layout.networkOffset)...])
-                    vnetHeaderLength = 0
+                    bytes = UnsafeRawBufferPointer(rebasing: bytes[meta.pointee.layout.networkOffset...])
+                    header = UnsafeRawBufferPointer(start: nil, count: 0)
                 } else if meta.pointee.linkType == .rawIP, isIP,
                     let framed = addEthernetHeader(bytes, meta.pointee, toward: port)
                 {
                     bytes = framed
-                    vnetHeaderLength = 0
                 } else {
                     counters.linkMismatch &+= 1
                     sendable = false
                 }
             }
-            if sendable && !send(bytes, vnetHeaderLength: vnetHeaderLength, to: port) {
+            if sendable && !send(bytes, vnetHeader: header, to: port) {
                 counters.sendRefused &+= 1
             }
             // Written elsewhere: the kernel's original must not go on as well.
@@ -657,11 +657,11 @@ public final class GraphProxy: @unchecked Sendable {
         process(ref, chain: chain, from: position, now: now)
     }
 
-    private func send(_ bytes: UnsafeRawBufferPointer, vnetHeaderLength: Int, to port: Int) -> Bool {
+    private func send(_ bytes: UnsafeRawBufferPointer, vnetHeader: UnsafeRawBufferPointer, to port: Int) -> Bool {
         if let socket = socketRefs[port] {
-            return socket._withUnsafeGuaranteedRef { $0.send(bytes, vnetHeaderLength: vnetHeaderLength) }
+            return socket._withUnsafeGuaranteedRef { $0.send(bytes, vnetHeader: vnetHeader) }
         }
-        return ports[port].send(bytes, vnetHeaderLength: vnetHeaderLength)
+        return ports[port].send(bytes, vnetHeader: vnetHeader)
     }
 
     /// Sends on what the comparer released and returns what it dropped. Popped one at a time from the head:
@@ -686,9 +686,8 @@ public final class GraphProxy: @unchecked Sendable {
 
     private func learnAddresses(_ ref: PacketRef, port: Int) {
         let frame = store.frame(ref)
-        let offset = store.metadata(ref).pointee.vnetHeaderLength
-        guard frame.count >= offset + 14, let base = frame.baseAddress else { return }
-        (learnedAddresses + port * 12).copyMemory(from: base + offset, byteCount: 12)
+        guard frame.count >= 14, let base = frame.baseAddress else { return }
+        (learnedAddresses + port * 12).copyMemory(from: base, byteCount: 12)
     }
 
     /// `bytes` (an IP packet) behind an Ethernet header toward `port`: destination = the source last seen from
@@ -726,7 +725,7 @@ public final class GraphProxy: @unchecked Sendable {
         store.metadata(copy).pointee.length = meta.length
         store.metadata(copy).pointee.linkType = meta.linkType
         store.metadata(copy).pointee.receivedAt = meta.receivedAt
-        store.metadata(copy).pointee.vnetHeaderLength = meta.vnetHeaderLength
+        if meta.vnetHeaderLength > 0 { store.setVnetHeader(copy, store.vnetHeader(ref)) }
         store.metadata(copy).pointee.source = meta.source
         store.reparse(copy)
         store.metadata(copy).pointee.track = meta.track

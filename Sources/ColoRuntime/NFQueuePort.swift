@@ -101,7 +101,7 @@ public final class NFQueuePort: FramePort {
     }
 
     /// An nfqueue port never writes: a frame sent here that it did not yield cannot be injected.
-    public func send(_ frame: UnsafeRawBufferPointer, vnetHeaderLength: Int) -> Bool {
+    public func send(_ frame: UnsafeRawBufferPointer, vnetHeader: UnsafeRawBufferPointer) -> Bool {
         portCounters.sendRefused &+= 1
         return false
     }

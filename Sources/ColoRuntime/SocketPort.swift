@@ -188,9 +188,9 @@ public final class SocketPort: FramePort {
         return delivered
     }
 
-    /// Copies one decoded frame into a store buffer and hands it on. A virtio-net header (vnet_hdr_support=on) is
-    /// not kept: every stage parses frames from offset 0, and the ports the proxy writes to take frames without
-    /// one (sending V = 0, which QEMU's framing allows). Offload hints in the header are therefore not carried.
+    /// Copies one decoded frame into a store buffer and hands it on. A virtio-net header (vnet_hdr_support=on, V > 0)
+    /// is kept beside the frame, so that a socket port with vnet_hdr_support sends it on unchanged, as QEMU's
+    /// colo-compare, filter-mirror and filter-redirector do.
     private func take(_ frame: ChardevFrame, into store: PacketStore, now: UInt64, deliver: (PacketRef) -> Void) {
         let length = frame.ethernet.count
         guard let ref = store.acquire(length: length) else {
@@ -201,7 +201,8 @@ public final class SocketPort: FramePort {
         let meta = store.metadata(ref)
         meta.pointee.length = length
         meta.pointee.linkType = .ethernet
-        meta.pointee.vnetHeaderLength = 0
+        // V is at most the framing's limit, QEMU's 20, which the store keeps; a longer one (a raised limit) is not.
+        if frame.vnetHeader.count > 0 { store.setVnetHeader(ref, frame.vnetHeader) }
         meta.pointee.receivedAt = now
         store.reparse(ref)
         portCounters.framesIn &+= 1
@@ -209,32 +210,29 @@ public final class SocketPort: FramePort {
         deliver(ref)
     }
 
-    public func send(_ frame: UnsafeRawBufferPointer, vnetHeaderLength: Int) -> Bool {
-        guard !closed, connection >= 0, !connecting, vnetHeaderLength >= 0, vnetHeaderLength <= frame.count else {
+    public func send(_ frame: UnsafeRawBufferPointer, vnetHeader: UnsafeRawBufferPointer) -> Bool {
+        guard !closed, connection >= 0, !connecting else {
             portCounters.sendRefused &+= 1
             return false
         }
-        // Without vnet_hdr_support the stream has no V field: a header in front of the frame is dropped.
-        let headerLength = framing.vnetHeaderSupport ? vnetHeaderLength : 0
-        let frame = UnsafeRawBufferPointer(rebasing: frame[(vnetHeaderLength - headerLength)...])
-        let vnetHeaderLength = headerLength
-        let needed = encoder.encodedLength(
-            vnetHeaderLength: vnetHeaderLength, ethernetLength: frame.count - vnetHeaderLength)
+        // Without vnet_hdr_support the stream has no V field and the header is not sent; with it, a frame that came
+        // without one goes out with V = 0.
+        let header = framing.vnetHeaderSupport ? vnetHeader : UnsafeRawBufferPointer(start: nil, count: 0)
+        let needed = encoder.encodedLength(vnetHeaderLength: header.count, ethernetLength: frame.count)
         guard let chunk = outputRoom(needed) else {
             portCounters.sendRefused &+= 1
             return false
         }
         do throws(ChardevError) {
             outputFill += try encoder.encode(
-                vnetHeader: UnsafeRawBufferPointer(rebasing: frame[0..<vnetHeaderLength]),
-                ethernet: UnsafeRawBufferPointer(rebasing: frame[vnetHeaderLength...]),
-                into: UnsafeMutableRawBufferPointer(rebasing: chunk[outputFill...]))
+                vnetHeader: header, ethernet: frame, into: UnsafeMutableRawBufferPointer(rebasing: chunk[outputFill...])
+            )
         } catch {
             portCounters.sendRefused &+= 1
             return false
         }
         portCounters.framesOut &+= 1
-        portCounters.bytesOut &+= UInt64(frame.count)
+        portCounters.bytesOut &+= UInt64(header.count + frame.count)
         // Written in bursts: `service` (every loop turn, after the batch that produced these frames) publishes; a
         // half-full chunk goes at once so that the pump is writing while the next half fills.
         if outputFill >= chunk.count / 2 { publishOutput() }

@@ -25,7 +25,9 @@ public struct PacketMetadata: Sendable {
     /// Receive time, nanoseconds (the pipeline's clock).
     public var receivedAt: UInt64 = 0
     public var source: PacketSource = .other
-    /// Bytes of virtio-net header in front of the frame (QEMU's vnet_hdr_support); kept to forward unchanged.
+    /// Bytes of virtio-net header the frame arrived with (a socket port with QEMU's vnet_hdr_support), kept apart
+    /// from the frame (`PacketStore.vnetHeader`) and forwarded unchanged to ports that take one; 0 for none. The
+    /// frame itself (`PacketStore.frame`) never includes it.
     public var vnetHeaderLength: Int = 0
     /// The offloads of a frame read from a TAP device with offloads on (partial checksum, 64 KiB TCP segments);
     /// written back in front of the frame wherever it is sent. Empty for complete frames.
@@ -62,8 +64,12 @@ public final class PacketStore {
     /// Distance between buffers of a class: the size plus one cache line. At a power-of-two distance every
     /// buffer's first lines (the headers every stage reads) fell into the same few cache sets, 1 in 32 of them at
     /// 2 KiB, and the hundreds of frames a comparer holds evicted each other's headers.
+    /// The line after each buffer's capacity also holds the packet's virtio-net header, when it has one.
     @inlinable static var smallStride: Int { smallSize + 64 }
     @inlinable static var largeStride: Int { largeSize + 64 }
+    /// The longest virtio-net header a packet keeps: QEMU's largest (`virtio_net_hdr_v1_hash`, 20 bytes), and
+    /// what its chardev framing accepts.
+    public static let maximumVnetHeaderLength = 20
 
     public let smallCount: Int
     public let largeCount: Int
@@ -154,17 +160,41 @@ public final class PacketStore {
 
     /// Copies `bytes` into a new buffer and parses them.
     public func store(
-        _ bytes: UnsafeRawBufferPointer, linkType: LinkType, source: PacketSource, receivedAt: UInt64,
-        vnetHeaderLength: Int = 0
+        _ bytes: UnsafeRawBufferPointer, linkType: LinkType, source: PacketSource, receivedAt: UInt64
     ) -> PacketRef? {
         guard let ref = acquire(length: bytes.count) else { return nil }
         buffer(ref).copyMemory(from: bytes)
         metadata[Int(ref.index)].linkType = linkType
         metadata[Int(ref.index)].source = source
         metadata[Int(ref.index)].receivedAt = receivedAt
-        metadata[Int(ref.index)].vnetHeaderLength = vnetHeaderLength
         parse(ref, linkType: linkType, length: bytes.count)
         return ref
+    }
+
+    /// The virtio-net header the frame arrived with (`vnetHeaderLength` bytes, empty for none). It sits in the
+    /// 64 bytes after the buffer's capacity (the stride's padding), so the frame starts at offset 0 as every
+    /// stage expects, and a packet without one costs nothing.
+    @inlinable @inline(__always)
+    public func vnetHeader(_ ref: PacketRef) -> UnsafeRawBufferPointer {
+        let buffer = buffer(ref)
+        return UnsafeRawBufferPointer(
+            start: buffer.baseAddress.map { $0 + buffer.count }, count: metadata[Int(ref.index)].vnetHeaderLength)
+    }
+
+    /// Keeps `header` as the packet's virtio-net header (an empty one: none). Returns false, keeping none, when
+    /// it is longer than `maximumVnetHeaderLength`.
+    @discardableResult
+    public func setVnetHeader(_ ref: PacketRef, _ header: UnsafeRawBufferPointer) -> Bool {
+        guard header.count <= Self.maximumVnetHeaderLength else {
+            metadata[Int(ref.index)].vnetHeaderLength = 0
+            return false
+        }
+        let buffer = buffer(ref)
+        if let base = buffer.baseAddress, let source = header.baseAddress, header.count > 0 {
+            (base + buffer.count).copyMemory(from: source, byteCount: header.count)
+        }
+        metadata[Int(ref.index)].vnetHeaderLength = header.count
+        return true
     }
 
     /// Parses the frame again (after its bytes changed length or content in a way that moves headers).

@@ -77,7 +77,7 @@ final class MemoryPort: FramePort, @unchecked Sendable {
         return frames.count
     }
 
-    func send(_ frame: UnsafeRawBufferPointer, vnetHeaderLength: Int) -> Bool {
+    func send(_ frame: UnsafeRawBufferPointer, vnetHeader: UnsafeRawBufferPointer) -> Bool {
         outbox.withLock { $0.append(Array(frame)) }
         portCounters.framesOut += 1
         return true

@@ -23,8 +23,8 @@ struct SocketPortTests {
         let second = ethernetFrame(2, size: 300)
         let stream = framed(first, vnetHeader: header) + framed(second, vnetHeader: header)
         let expected = [
-            // The header is read and dropped: stages see the frame at offset 0.
-            Delivered(bytes: first, vnetHeaderLength: 0), Delivered(bytes: second, vnetHeaderLength: 0),
+            // The header is kept beside the frame: stages see the frame at offset 0.
+            Delivered(bytes: first, vnetHeader: header ?? []), Delivered(bytes: second, vnetHeader: header ?? []),
         ]
         for cut in 1..<stream.count {
             pump.delivered = [:]
@@ -91,7 +91,7 @@ struct SocketPortTests {
         first.write(framed(frame))
         #expect(pump.until { pump.frames("s").count == 1 })
         #expect(pump.frames("s").first?.bytes == frame)
-        #expect(frame.withUnsafeBytes { port.send($0, vnetHeaderLength: 0) })
+        #expect(frame.withUnsafeBytes { port.send($0) })
         port.service(now: 0)  // output is written in bursts, on the loop turn after the frames were queued
         #expect(first.read(framed(frame).count) == framed(frame))
         #expect(port.portCounters.connects == 1 && port.portCounters.disconnects == 0)
@@ -156,7 +156,7 @@ struct SocketPortTests {
         }
         reader.start()
         var taken = 0
-        for frame in frames where frame.withUnsafeBytes({ port.send($0, vnetHeaderLength: 0) }) { taken += 1 }
+        for frame in frames where frame.withUnsafeBytes({ port.send($0) }) { taken += 1 }
         port.service(now: 0)
         #expect(taken == frames.count)
         #expect(port.portCounters.sendRefused == 0)
@@ -177,7 +177,7 @@ struct SocketPortTests {
         let received = LockedBytes()
         let reader = Thread { received.append(peer.read(expected.count, timeout: 3)) }
         // More than the socket buffers hold: most of it is still queued in the port when it closes.
-        for frame in frames { #expect(frame.withUnsafeBytes { port.send($0, vnetHeaderLength: 0) }) }
+        for frame in frames { #expect(frame.withUnsafeBytes { port.send($0) }) }
         reader.start()
         port.close()
         #expect(pump.until { received.count > 0 })
@@ -201,7 +201,7 @@ struct SocketPortTests {
         let frame = ethernetFrame(9, size: 1400)
         #expect(
             pump.until {
-                _ = frame.withUnsafeBytes { port.send($0, vnetHeaderLength: 0) }
+                _ = frame.withUnsafeBytes { port.send($0) }
                 port.service(now: 0)
                 return port.portCounters.disconnects == 1
             })
@@ -223,7 +223,7 @@ struct SocketPortTests {
         #expect(port.portCounters.connects == 0)
         #expect(lines.all.count == 1 && lines.all[0].contains("stays down"))
         let frame = ethernetFrame(1)
-        #expect(!frame.withUnsafeBytes { port.send($0, vnetHeaderLength: 0) })
+        #expect(!frame.withUnsafeBytes { port.send($0) })
         #expect(port.portCounters.sendRefused == 1)
     }
 
@@ -246,7 +246,7 @@ struct SocketPortTests {
         let frame = ethernetFrame(2, size: 100)
         peer.write(framed(frame))
         #expect(pump.until { pump.frames("a").count == 1 })
-        #expect(pump.frames("a") == [Delivered(bytes: frame, vnetHeaderLength: 0)])
+        #expect(pump.frames("a") == [Delivered(bytes: frame)])
     }
 
     @Test("a peer that never reads: its port refuses frames past its bound without blocking; another port goes on")
@@ -262,7 +262,7 @@ struct SocketPortTests {
         let frame = ethernetFrame(4, size: 1400)
         let started = Date()
         var taken = 0
-        for _ in 0..<5000 where frame.withUnsafeBytes({ stuck.send($0, vnetHeaderLength: 0) }) { taken += 1 }
+        for _ in 0..<5000 where frame.withUnsafeBytes({ stuck.send($0) }) { taken += 1 }
         #expect(Date().timeIntervalSince(started) < 1)
         #expect(stuck.portCounters.sendRefused > 0)
         #expect(stuck.portCounters.sendRefused + UInt64(taken) == 5000)
@@ -270,7 +270,7 @@ struct SocketPortTests {
         // The other port still moves frames both ways while the stuck one's output waits.
         livePeer.write(framed(ethernetFrame(5)))
         #expect(pump.until { pump.frames("live").count == 1 })
-        #expect(ethernetFrame(6).withUnsafeBytes { live.send($0, vnetHeaderLength: 0) })
+        #expect(ethernetFrame(6).withUnsafeBytes { live.send($0) })
         live.service(now: 0)
         #expect(livePeer.read(64) == framed(ethernetFrame(6)))
         // Once the stuck peer reads, its queued frames come out intact and in order.
@@ -279,7 +279,9 @@ struct SocketPortTests {
         _ = stuckPeer
     }
 
-    @Test("vnet_hdr_support=on: V is read and the header dropped, a given header is written on send; off: no V field")
+    @Test(
+        "vnet_hdr_support=on: V is read and the header kept beside the frame, a given header is written on send; off: no V field"
+    )
     func vnetHeader() throws {
         let onPath = socketPath("von")
         let offPath = socketPath("voff")
@@ -293,21 +295,17 @@ struct SocketPortTests {
         let frame = ethernetFrame(8, size: 90)
         onPeer.write(framed(frame, vnetHeader: header) + framed(frame, vnetHeader: []))
         #expect(pump.until { pump.frames("on").count == 2 })
-        #expect(
-            pump.frames("on") == [
-                Delivered(bytes: frame, vnetHeaderLength: 0), Delivered(bytes: frame, vnetHeaderLength: 0),
-            ])
+        #expect(pump.frames("on") == [Delivered(bytes: frame, vnetHeader: header), Delivered(bytes: frame)])
 
-        let stored = header + frame
-        #expect(stored.withUnsafeBytes { on.send($0, vnetHeaderLength: 12) })
-        #expect(frame.withUnsafeBytes { on.send($0, vnetHeaderLength: 0) })
+        #expect(frame.withUnsafeBytes { raw in header.withUnsafeBytes { on.send(raw, vnetHeader: $0) } })
+        #expect(frame.withUnsafeBytes { on.send($0) })
         let expectedOn = framed(frame, vnetHeader: header) + framed(frame, vnetHeader: [])
         on.service(now: 0)
         #expect(onPeer.read(expectedOn.count) == expectedOn)
 
-        // Without vnet_hdr_support a header in front of the frame is dropped, not sent.
-        #expect(stored.withUnsafeBytes { off.send($0, vnetHeaderLength: 12) })
-        #expect(frame.withUnsafeBytes { off.send($0, vnetHeaderLength: 0) })
+        // Without vnet_hdr_support the stream has no V field: a frame's header is not sent.
+        #expect(frame.withUnsafeBytes { raw in header.withUnsafeBytes { off.send(raw, vnetHeader: $0) } })
+        #expect(frame.withUnsafeBytes { off.send($0) })
         off.service(now: 0)
         #expect(offPeer.read(2 * framed(frame).count) == framed(frame) + framed(frame))
         #expect(off.portCounters.sendRefused == 0)
@@ -340,5 +338,46 @@ struct SocketPortTests {
         secondary.write(framed(second))
         primary.write(framed(second))
         #expect(out.read(framed(second).count) == framed(second))
+    }
+}
+
+@Suite("GraphProxy over socket ports: virtio-net headers")
+struct GraphSocketVnetTests {
+    @Test(
+        "a frame's vnet header goes on with it and with its mirror copy to vnet_hdr_support ports; a port without V gets the frame alone"
+    )
+    func headerFollowsFrame() throws {
+        let paths = ["in", "copy", "plain"].map { socketPath("gv-\($0)") }
+        let texts = [
+            "socket,id=in,path=\(paths[0]),server=on,vnet_hdr_support=on",
+            "socket,id=copy,path=\(paths[1]),server=on,vnet_hdr_support=on",
+            "socket,id=plain,path=\(paths[2]),server=on",
+        ]
+        let specs = try texts.map { try PortSpec.parse($0) }
+        let ports = try texts.map { try socketPort($0).0 }
+        let proxy = try GraphProxy(
+            ports: ports, portSpecs: specs,
+            objects: try [
+                "filter-mirror,id=m,netdev=in,queue=tx,outdev=copy",
+                "filter-redirector,id=r,netdev=in,queue=tx,outdev=plain",
+            ].map { try ObjectSpec.parse($0) })
+        let thread = Thread { proxy.run() }
+        thread.start()
+        defer {
+            proxy.stop()
+            while !thread.isFinished { usleep(1000) }
+            for port in ports { port.close() }
+        }
+        let peers = try paths.map { try Peer.unix($0) }
+        let header: [UInt8] = [0x01, 0, 0x22, 0, 0, 0, 0x33, 0, 0x44, 0, 0x55, 0]
+        let withHeader = ethernetFrame(3, size: 120)
+        let without = ethernetFrame(4, size: 80)
+        // The ports accept on the proxy's thread: wait until a first frame comes through.
+        usleep(200_000)
+        peers[0].write(framed(withHeader, vnetHeader: header) + framed(without, vnetHeader: []))
+        let copied = framed(withHeader, vnetHeader: header) + framed(without, vnetHeader: [])
+        #expect(peers[1].read(copied.count) == copied, "the copy keeps the header, and V = 0 for the frame without")
+        let plain = framed(withHeader) + framed(without)
+        #expect(peers[2].read(plain.count) == plain, "no V field on this port: the frames alone")
     }
 }

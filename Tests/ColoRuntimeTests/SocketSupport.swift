@@ -160,10 +160,10 @@ struct TestSocketError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// A frame as a port delivered it: stored bytes (vnet header first) and V.
+/// A frame as a port delivered it: the frame and the virtio-net header kept with it (empty: none).
 struct Delivered: Equatable {
     let bytes: [UInt8]
-    let vnetHeaderLength: Int
+    var vnetHeader: [UInt8] = []
 }
 
 /// Drives socket ports on the test's thread as the data thread would: poll their descriptors, receive, service.
@@ -191,9 +191,8 @@ final class PortPump {
                 guard seen.insert(owners[slot]).inserted else { continue }
                 let port = ports[owners[slot]]
                 _ = port.receive(into: store, limit: 64, now: monotonicNow()) { ref in
-                    let meta = store.metadata(ref).pointee
                     delivered[port.id, default: []].append(
-                        Delivered(bytes: Array(store.frame(ref)), vnetHeaderLength: meta.vnetHeaderLength))
+                        Delivered(bytes: Array(store.frame(ref)), vnetHeader: Array(store.vnetHeader(ref))))
                     store.release(ref)
                 }
             }

@@ -1,6 +1,7 @@
 import ColoCLI
 import ColoPacket
 import ColoPacketBuilder
+import ColoPorts
 import ColoTestSupport
 import Foundation
 import Testing
@@ -126,7 +127,8 @@ struct CompareInteropTests {
         process.waitUntilExit()
     }
 
-    static func start(_ endpoint: Endpoint, ports: [UInt16]) throws -> Process {
+    /// `vnet`: QEMU's colo-compare and colo-proxy's three socket ports with `vnet_hdr_support=on`.
+    static func start(_ endpoint: Endpoint, ports: [UInt16], vnet: Bool = false) throws -> Process {
         let process = Process()
         switch endpoint {
         case .qemu:
@@ -143,7 +145,11 @@ struct CompareInteropTests {
                 + zip(["pri", "sec", "out"], ports).flatMap { id, port in
                     ["-chardev", "socket,id=\(id),host=127.0.0.1,port=\(port),server=on,wait=off"]
                 }
-                + ["-object", "colo-compare,id=c0,primary_in=pri,secondary_in=sec,outdev=out,iothread=io1"]
+                + [
+                    "-object",
+                    "colo-compare,id=c0,primary_in=pri,secondary_in=sec,outdev=out,iothread=io1"
+                        + (vnet ? ",vnet_hdr_support=on" : ""),
+                ]
         case .coloProxy:
             guard FileManager.default.isExecutableFile(atPath: binary) else {
                 throw LabError(description: "\(binary) not built (swift build --product colo-proxy)")
@@ -152,7 +158,10 @@ struct CompareInteropTests {
             process.arguments =
                 ["run", "--no-control"]
                 + zip(["pin", "sin", "out"], ports).flatMap { id, port in
-                    ["--port", "socket,id=\(id),host=127.0.0.1,port=\(port),server=on"]
+                    [
+                        "--port",
+                        "socket,id=\(id),host=127.0.0.1,port=\(port),server=on" + (vnet ? ",vnet_hdr_support=on" : ""),
+                    ]
                 }
                 + ["--object", "colo-compare,id=cmp,primary_in=pin,secondary_in=sin,outdev=out"]
         }
@@ -178,17 +187,28 @@ struct CompareInteropTests {
     static func released(
         by endpoint: Endpoint, primary: [[UInt8]], secondary: [[UInt8]], expected: Int
     ) throws -> [[UInt8]] {
+        try run(by: endpoint, primary: primary, secondary: secondary, expected: expected).frames
+    }
+
+    /// As `released`; with `primaryHeaders`/`secondaryHeaders` (one per frame) the streams carry the V field and
+    /// those virtio-net headers, and the endpoint runs with `vnet_hdr_support=on`.
+    static func run(
+        by endpoint: Endpoint, primary: [[UInt8]], secondary: [[UInt8]], expected: Int,
+        primaryHeaders: [[UInt8]]? = nil, secondaryHeaders: [[UInt8]]? = nil
+    ) throws -> LoadgenRun.Result {
+        let vnet = primaryHeaders != nil
         let ports = try freePorts()
-        let process = try start(endpoint, ports: ports)
+        let process = try start(endpoint, ports: ports, vnet: vnet)
         defer {
             stop(process)
         }
-        let result = try LoadgenRun.run(
+        return try LoadgenRun.run(
             primary: .tcp(host: "127.0.0.1", port: ports[0]), secondary: .tcp(host: "127.0.0.1", port: ports[1]),
-            outdev: .tcp(host: "127.0.0.1", port: ports[2]), primaryStream: LoadgenTraffic.encode(primary),
-            secondaryStream: LoadgenTraffic.encode(secondary), expected: expected, idleTimeout: 0.5, keepFrames: true,
-            primaryDelay: 0.05)
-        return result.frames
+            outdev: .tcp(host: "127.0.0.1", port: ports[2]),
+            primaryStream: LoadgenTraffic.encode(primary, vnetHeaders: primaryHeaders),
+            secondaryStream: LoadgenTraffic.encode(secondary, vnetHeaders: secondaryHeaders), expected: expected,
+            idleTimeout: 0.5, keepFrames: true, primaryDelay: 0.05,
+            outdevFraming: ChardevFraming(vnetHeaderSupport: vnet))
     }
 
     /// Both endpoints release `expectedRelease` (frames of `primary`), the same frames in the same order.
@@ -260,5 +280,32 @@ struct CompareInteropTests {
     func icmpEcho() throws {
         let frames = (0..<20).map { Self.echoReply(UInt16($0)) }
         try Self.check(primary: frames, secondary: frames, expectedRelease: frames)
+    }
+
+    @Test(
+        "vnet_hdr_support=on: the primary's virtio-net headers go out on the outdev with its frames, as QEMU forwards them"
+    )
+    func vnetHeaders() throws {
+        var frames = [Self.synAck()] + (0..<8).map { Self.data($0 * 100, 100) } + (0..<4).map(Self.udp)
+        frames.append(Self.echoReply(1))
+        // A 12-byte header (virtio_net_hdr_v1) whose bytes say which frame and which side it came with; the
+        // secondary's differ from the primary's, and two frames have none (V = 0).
+        func headers(_ side: UInt8) -> [[UInt8]] {
+            frames.indices.map { index in
+                index % 5 == 3 ? [] : [side, 0, 0, 0, 0, 0, 0, 0, 0, 0, UInt8(index), 0]
+            }
+        }
+        let primaryHeaders = headers(0xA0)
+        let secondaryHeaders = headers(0xB0)
+        let qemu = try Self.run(
+            by: .qemu, primary: frames, secondary: frames, expected: frames.count, primaryHeaders: primaryHeaders,
+            secondaryHeaders: secondaryHeaders)
+        #expect(qemu.frames == frames, "QEMU released \(qemu.frames.count) of \(frames.count)")
+        #expect(qemu.vnetHeaders == primaryHeaders, "QEMU forwards the primary's headers")
+        let ours = try Self.run(
+            by: .coloProxy, primary: frames, secondary: frames, expected: frames.count, primaryHeaders: primaryHeaders,
+            secondaryHeaders: secondaryHeaders)
+        #expect(ours.frames == qemu.frames, "colo-proxy and QEMU released different frames")
+        #expect(ours.vnetHeaders == qemu.vnetHeaders, "colo-proxy and QEMU released different vnet headers")
     }
 }

@@ -136,9 +136,8 @@ final class MirrorInteropPump {
             usleep(5000)
         } else if poll(&descriptors, nfds_t(descriptors.count), 5) > 0 {
             _ = port.receive(into: store, limit: 64, now: Self.now()) { ref in
-                let length = store.metadata(ref).pointee.vnetHeaderLength
-                let bytes = Array(store.frame(ref))
-                frames.append(MirrorInteropFrame(bytes: Array(bytes[length...]), vnetHeaderLength: length))
+                frames.append(
+                    MirrorInteropFrame(bytes: Array(store.frame(ref)), vnetHeaderLength: store.vnetHeader(ref).count))
                 store.release(ref)
             }
         }
