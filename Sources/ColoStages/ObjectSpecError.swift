@@ -45,6 +45,10 @@ public enum ObjectSpecError: Error, CustomStringConvertible, Hashable, Sendable 
         case positionIsSelf
         /// `position=id=ID` names a filter on another netdev; QEMU orders filters per netdev.
         case positionOnOtherNetdev(theirs: String, ours: String)
+        /// The object says `vnet_hdr_support=on` (QEMU's way, on the filter), but the socket port it names frames
+        /// without the V field; here the framing belongs to the port, and the two would read each other's bytes
+        /// wrongly.
+        case socketPortWithoutVnetHeader
     }
 
     case emptySpec(Family)
@@ -120,6 +124,9 @@ public enum ObjectSpecError: Error, CustomStringConvertible, Hashable, Sendable 
             return "'id=\(name)' for '\(key)' names this filter itself (accepted: head, tail, id=ID of another filter)"
         case .positionOnOtherNetdev(let theirs, let ours):
             return "'id=\(name)' for '\(key)' names a filter on netdev \(theirs), not \(ours)"
+        case .socketPortWithoutVnetHeader:
+            return "vnet_hdr_support=on, but socket port '\(name)' (its '\(key)') frames without the V field;"
+                + " the framing is set on the port: add vnet_hdr_support=on to socket port \(name)"
         }
     }
 }

@@ -36,7 +36,8 @@ extension ObjectSpec {
     /// - an `outdev` (mirror, redirector, compare) names a port, or else makes an internal channel of that name;
     /// - a reading end (redirector `indev`, compare `primary_in`/`secondary_in`) names a port or such a channel;
     /// - every channel is read by exactly one reading end, so a typo on either side is an error, not a dead end;
-    /// - no reference names an object, and `position=id=ID` names another filter on the same netdev.
+    /// - no reference names an object, and `position=id=ID` names another filter on the same netdev;
+    /// - an object with `vnet_hdr_support=on` reads and writes only socket ports with `vnet_hdr_support=on`.
     @discardableResult
     public static func validate(objects: [ObjectSpec], ports: [PortSpec]) throws(ObjectSpecError)
         -> [InternalChannel]
@@ -73,6 +74,11 @@ extension ObjectSpec {
                     if reference.role == .socketPort, port.kind != .socket {
                         throw .badReference(
                             object.subject, key: key, name: name, problem: .notASocketPort(kind: port.kind.rawValue))
+                    }
+                    if reference.role == .reader || reference.role == .writer, object.vnetHeaderSupport,
+                        case .socket(let socket) = port, !socket.vnetHeaderSupport
+                    {
+                        throw .badReference(object.subject, key: key, name: name, problem: .socketPortWithoutVnetHeader)
                     }
                     continue
                 }
@@ -149,6 +155,16 @@ extension ObjectSpec {
     }
 
     /// The names this object refers to, in schema order.
+    /// QEMU's `vnet_hdr_support` on a filter or colo-compare: its chardevs carry the V field.
+    var vnetHeaderSupport: Bool {
+        switch self {
+        case .mirror(let spec): spec.vnetHeaderSupport
+        case .redirector(let spec): spec.vnetHeaderSupport
+        case .compare(let spec): spec.vnetHeaderSupport
+        case .rewriter, .conntrack, .dump: false
+        }
+    }
+
     var references: [(key: String, name: String, role: ReferenceRole)] {
         switch self {
         case .mirror(let spec):

@@ -124,6 +124,11 @@ struct ObjectSpecValidationTests {
                 ["filter-rewriter,id=rw,netdev=s0", "filter-mirror,id=m0,netdev=hn0,outdev=s0,position=id=rw"],
                 "filter-mirror m0: 'id=rw' for 'position' names a filter on netdev s0, not hn0"
             ),
+            (
+                ["colo-compare,id=c0,primary_in=hn0,secondary_in=s0,outdev=hn0,vnet_hdr_support=on"],
+                "colo-compare c0: vnet_hdr_support=on, but socket port 's0' (its 'secondary_in') frames without the"
+                    + " V field; the framing is set on the port: add vnet_hdr_support=on to socket port s0"
+            ),
         ]
         for (objects, message) in cases {
             #expect(try validationError(objects: objects, ports: ports) == message, "for \(objects)")
@@ -134,6 +139,11 @@ struct ObjectSpecValidationTests {
                     "filter-rewriter,id=rw,netdev=hn0", "filter-mirror,id=m0,netdev=hn0,outdev=s0,position=id=rw",
                 ],
                 ports: ports) == nil, "position=id= on the same netdev is fine")
+        #expect(
+            try validationError(
+                objects: ["filter-mirror,id=m0,netdev=s0,outdev=v0,vnet_hdr_support=on"],
+                ports: ports + ["socket,id=v0,path=/v,vnet_hdr_support=on"]) == nil,
+            "a vnet_hdr_support filter whose socket port has it too (its netdev is no chardev: not checked)")
     }
 
     @Test("Specs built in code meet the same per-key rules as parsed ones")
