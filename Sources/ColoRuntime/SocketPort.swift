@@ -202,7 +202,7 @@ public final class SocketPort: FramePort {
         meta.pointee.length = length
         meta.pointee.linkType = .ethernet
         // V is at most the framing's limit, QEMU's 20, which the store keeps; a longer one (a raised limit) is not.
-        if frame.vnetHeader.count > 0 { store.setVnetHeader(ref, frame.vnetHeader) }
+        if framing.vnetHeaderSupport, frame.vnetHeader.count > 0 { store.setVnetHeader(ref, frame.vnetHeader) }
         meta.pointee.receivedAt = now
         store.reparse(ref)
         portCounters.framesIn &+= 1
