@@ -180,15 +180,14 @@ public final class PcapPort: FramePort {
             portCounters.sendRefused &+= 1
             return false
         }
-        let bytes = frame
         do throws(CaptureError) {
-            try writer.write(bytes: bytes, timestampNanoseconds: wallClockNanoseconds())
+            try writer.write(bytes: frame, timestampNanoseconds: wallClockNanoseconds())
         } catch {
             portCounters.errors &+= 1
             return false
         }
         portCounters.framesOut &+= 1
-        portCounters.bytesOut &+= UInt64(bytes.count)
+        portCounters.bytesOut &+= UInt64(frame.count)
         return true
     }
 
