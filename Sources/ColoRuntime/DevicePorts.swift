@@ -64,7 +64,6 @@ public final class DevicePort: FramePort {
             let meta = store.metadata(ref)
             meta.pointee.length = length
             meta.pointee.linkType = device.mode.linkType
-            meta.pointee.vnetHeaderLength = 0
             meta.pointee.receivedAt = now
             store.reparse(ref)
             portCounters.framesIn &+= 1
@@ -163,7 +162,6 @@ public final class PcapPort: FramePort {
             let meta = store.metadata(ref)
             meta.pointee.length = record.bytes.count
             meta.pointee.linkType = record.linkType
-            meta.pointee.vnetHeaderLength = 0
             meta.pointee.receivedAt = now
             store.reparse(ref)
             portCounters.framesIn &+= 1

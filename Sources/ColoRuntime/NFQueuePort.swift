@@ -71,7 +71,6 @@ public final class NFQueuePort: FramePort {
                 let meta = store.metadata(ref)
                 meta.pointee.length = packet.payload.count
                 meta.pointee.linkType = .rawIP
-                meta.pointee.vnetHeaderLength = 0
                 meta.pointee.receivedAt = now
                 store.reparse(ref)
                 held[Int(ref.index)] = UInt64(packet.id) | 1 << 32
